@@ -1,0 +1,93 @@
+"""The aiohttp application factory: the callback, the chat engine, capabilities, operations.
+
+A capability is a function ``setup(ctx: AppContext)`` that includes its chat router, adds its pages,
+user loaders and help lines. Adding one means adding it to ``CAPABILITIES``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from wechatpy.messages import BaseMessage
+
+from bot.chat import basic
+from bot.chat.engine import ChatEngine, render_reply
+from bot.chat.router import Router
+from bot.chat.texts import Texts
+from bot.config import Config
+from bot.delivery.outbox import enqueue_text
+from bot.store.redis import Redis
+from bot.web import ops
+from bot.wechat.callback import WeChatCallback
+from bot.wechat.client import WeChatAPI
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    config: Config
+    redis: Redis
+    api: WeChatAPI
+    texts: Texts
+    app: web.Application
+    router: Router
+    engine: ChatEngine
+    help_items: list[str] = field(default_factory=list)
+
+
+Capability = Callable[[AppContext], None]
+
+# Filled by the capability issues (roster, notices, campaigns, lessons, reports) in this order.
+CAPABILITIES: list[Capability] = []
+
+CONTEXT_KEY: web.AppKey[AppContext] = web.AppKey("context", AppContext)
+
+
+def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.wechat.body_limit, middlewares=[ops.timing_middleware])
+    texts = Texts()
+    own_api = api is None
+    api = api or WeChatAPI(config.wechat, redis)
+
+    root = Router(name="root")
+    root.include(basic.commands)
+    features = Router(name="features")
+    root.include(features)
+    root.include(basic.fallbacks)
+
+    async def late_reply(openid: str, text: str) -> None:
+        await enqueue_text(redis, openid, text)
+
+    engine = ChatEngine(redis, config, root, texts, services={"api": api}, late_reply=late_reply)
+    ctx = AppContext(config, redis, api, texts, app, features, engine)
+    ctx.help_items.append("放假前、周末前收到安全提醒")
+    for setup in CAPABILITIES:
+        setup(ctx)
+    ctx.help_items.append("回复「取消」结束当前操作")
+    engine.provide(help_items=list(ctx.help_items))
+
+    async def respond(message: BaseMessage, dedupe_key: str, started: float) -> str:
+        answer = await engine.answer(message, dedupe_key, started=started)
+        return answer.xml
+
+    def busy(message: BaseMessage) -> str:
+        if getattr(message, "type", "") == "event":
+            return ""
+        return render_reply(texts.render("busy"), message)
+
+    WeChatCallback(config.wechat, respond, busy).register(app)
+    ops.register(app)
+    app[ops.REDIS_KEY] = redis
+    app[CONTEXT_KEY] = ctx
+
+    async def on_cleanup(app: web.Application) -> None:
+        await engine.drain(config.server.shutdown_timeout)
+        if own_api:
+            await api.close()
+
+    app.on_cleanup.append(on_cleanup)
+    return app

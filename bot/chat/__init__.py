@@ -1,0 +1,1 @@
+"""The conversation engine: router, filters, middlewares and per-user state in Redis."""

@@ -1,0 +1,1 @@
+"""Redis: the connection, the embedded server, every key name and the Lua scripts."""

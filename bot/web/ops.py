@@ -1,0 +1,64 @@
+"""Operations endpoints: ``/healthz`` (the process is up), ``/readyz`` (Redis answers), ``/metrics``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from bot.metrics import REQUEST_LATENCY
+from bot.store.redis import Redis
+
+REDIS_KEY: web.AppKey[Redis] = web.AppKey("redis", Redis)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    redis = request.app[REDIS_KEY]
+    try:
+        await redis.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said plainly
+        return web.json_response({"status": "unavailable", "redis": type(exc).__name__}, status=503)
+    return web.json_response({"status": "ok", "redis": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    body = generate_latest(registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def timing_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        response = await handler(request)
+        outcome = f"{response.status // 100}xx"
+        return response
+    except web.HTTPException as exc:
+        outcome = f"{exc.status // 100}xx"
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        REQUEST_LATENCY.labels(route, outcome).observe(time.perf_counter() - started)
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
