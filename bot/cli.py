@@ -17,7 +17,9 @@ from bot.store.embedded import EmbeddedRedisError
 
 Command = Callable[[Config, argparse.Namespace], int]
 # Later capabilities add their sub-commands here (import, send, report, campaigns, bench, ...).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None]] = []
+EXTRA_COMMANDS: list[
+    Callable[[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None]
+] = []
 
 
 def _cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
@@ -55,12 +57,15 @@ def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", metavar="PATH", help="TOML config file (default: $BOT_CONFIG, else built-in defaults)")
+    help_config = "TOML config file (default: $BOT_CONFIG, else built-in defaults)"
     parser = argparse.ArgumentParser(
-        prog="bot", description="SafeBell (平安铃): safety messaging for a school's WeChat official account.",
-        parents=[common],
+        prog="bot",
+        description="SafeBell (平安铃): safety messaging for a school's WeChat official account.",
     )
+    parser.add_argument("--config", "-c", metavar="PATH", help=help_config)
+    # Sub-commands accept --config too; SUPPRESS keeps one given before the sub-command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", metavar="PATH", default=argparse.SUPPRESS, help=help_config)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="answer WeChat callbacks, H5 pages, console, API")

@@ -74,7 +74,6 @@ class ServerConfig:
     workers: int = 1
     public_url: str = ""
     shutdown_timeout: float = 10.0
-    max_inflight: int = 512
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -150,7 +149,8 @@ class Config:
         if w.encrypt_mode != "plain":
             if not w.aes_key:
                 raise ConfigError(
-                    "wechat.aes_key", self.source,
+                    "wechat.aes_key",
+                    self.source,
                     f"is required when encrypt_mode is {w.encrypt_mode!r} (or set {env_name('wechat', 'aes_key')})",
                 )
             check_aes_key(w.aes_key, self.source)
@@ -217,7 +217,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = name[len(ENV_PREFIX):].split("__")
+        parts = name[len(ENV_PREFIX) :].split("__")
         if len(parts) != 2:
             raise ConfigError(name, "environment", "expected BOT__<SECTION>__<KEY>")
         section, key = parts[0].lower(), parts[1].lower()
@@ -229,9 +229,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     return cfg
 
 
-def _set(
-    target: Any, section: str, key: str, raw: Any, source: str, *, from_env: bool, env_var: str = ""
-) -> None:
+def _set(target: Any, section: str, key: str, raw: Any, source: str, *, from_env: bool, env_var: str = "") -> None:
     hints = typing.get_type_hints(type(target))
     label = env_var or f"{section}.{key}"
     if key not in hints:
@@ -300,7 +298,6 @@ def _validate(cfg: Config) -> None:
         "wechat.dedupe_ttl": cfg.wechat.dedupe_ttl,
         "wechat.api_timeout": cfg.wechat.api_timeout,
         "server.workers": cfg.server.workers,
-        "server.max_inflight": cfg.server.max_inflight,
         "chat.state_ttl": cfg.chat.state_ttl,
         "chat.lock_ttl": cfg.chat.lock_ttl,
         "worker.batch": cfg.worker.batch,

@@ -55,3 +55,4 @@ def setup_logging(cfg: LogConfig, *, process: str = "") -> None:
     root.handlers[:] = [handler]
     root.setLevel(cfg.level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

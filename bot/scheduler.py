@@ -47,8 +47,14 @@ def build_scheduler(cfg: Config, redis: Redis, api: WeChatAPI) -> SchedulerConte
     scheduler = AsyncIOScheduler(timezone=cfg.scheduler.timezone)
     ctx = SchedulerContext(cfg, redis, api, scheduler)
     scheduler.add_job(
-        keep_token_fresh, "interval", seconds=cfg.scheduler.token_check_interval, args=[api],
-        id="token", coalesce=True, max_instances=1, next_run_time=None,
+        keep_token_fresh,
+        "interval",
+        seconds=cfg.scheduler.token_check_interval,
+        args=[api],
+        id="token",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=None,
     )
     for setup in JOBS:
         setup(ctx)

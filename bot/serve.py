@@ -46,7 +46,9 @@ async def start_site(app: web.Application, host: str, port: int, *, reuse_port: 
     return runner
 
 
-async def serve_forever(cfg: Config, *, reuse_port: bool = False, until: Callable[[], Awaitable[None]] | None = None) -> None:
+async def serve_forever(
+    cfg: Config, *, reuse_port: bool = False, until: Callable[[], Awaitable[None]] | None = None
+) -> None:
     redis = connect(cfg.redis.url)
     app = create_app(cfg, redis)
     runner = await start_site(app, cfg.server.host, cfg.server.port, reuse_port=reuse_port)

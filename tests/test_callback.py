@@ -27,7 +27,9 @@ OPENID = "oTestParent000000000000000001"
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-async def start_bot(aiohttp_client: ClientFactory, config: Config, redis: Redis, *routers: Router) -> TestClient[Any, Any]:
+async def start_bot(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis, *routers: Router
+) -> TestClient[Any, Any]:
     app = create_app(config, redis)
     for r in routers:
         app[CONTEXT_KEY].router.include(r)
@@ -47,7 +49,9 @@ def reply_text(config: Config, body: str) -> str | None:
 
 
 # -- URL verification ---------------------------------------------------------------------------
-async def test_url_verification_echoes_echostr_only_when_signed(aiohttp_client: ClientFactory, config: Config, redis: Redis) -> None:
+async def test_url_verification_echoes_echostr_only_when_signed(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
     client = await start_bot(aiohttp_client, config, redis)
     params = build_verification(config.wechat, "hello-echo")
     resp = await client.get("/wechat", params=params)
@@ -60,7 +64,9 @@ async def test_url_verification_echoes_echostr_only_when_signed(aiohttp_client: 
 
 
 # -- modes ---------------------------------------------------------------------------------------
-async def test_safe_mode_text_reply_decrypts_with_wechatpy(aiohttp_client: ClientFactory, config: Config, redis: Redis) -> None:
+async def test_safe_mode_text_reply_decrypts_with_wechatpy(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
     client = await start_bot(aiohttp_client, config, redis)
     params, body = build_callback(config.wechat, follower.text_message(ACCOUNT, OPENID, "帮助"))
     resp = await client.post("/wechat", params=params, data=body)
@@ -97,7 +103,9 @@ async def test_compatible_mode_accepts_an_unencrypted_message_and_answers_in_pla
     assert status == 200 and "<Encrypt>" not in body and "平安铃" in body
 
 
-async def test_safe_mode_refuses_an_unencrypted_message(aiohttp_client: ClientFactory, config: Config, redis: Redis) -> None:
+async def test_safe_mode_refuses_an_unencrypted_message(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
     client = await start_bot(aiohttp_client, config, redis)
     status, _ = await post(client, config, follower.text_message(ACCOUNT, OPENID, "帮助"), mode="plain")
     assert status == 400
@@ -150,7 +158,9 @@ async def test_every_message_and_event_type_gets_200_and_a_valid_reply_or_succes
         assert parsed is not None and parsed["type"] == "text" and parsed["to"] == OPENID
 
 
-async def test_welcome_on_subscribe_and_fallback_for_unknown_text(aiohttp_client: ClientFactory, config: Config, redis: Redis) -> None:
+async def test_welcome_on_subscribe_and_fallback_for_unknown_text(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
     client = await start_bot(aiohttp_client, config, redis)
     _, body = await post(client, config, follower.event_message(ACCOUNT, OPENID, "subscribe"))
     assert "欢迎" in (reply_text(config, body) or "")
@@ -187,7 +197,9 @@ async def test_same_msgid_three_times_at_once_and_later_runs_handler_once_with_i
     assert replies == ["第1次"] * 4
 
 
-async def test_events_are_deduplicated_by_sender_and_create_time(aiohttp_client: ClientFactory, config: Config, redis: Redis) -> None:
+async def test_events_are_deduplicated_by_sender_and_create_time(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
     client = await start_bot(aiohttp_client, config, redis)
     xml = follower.event_message(ACCOUNT, OPENID, "subscribe", create_time=1_700_000_000)
     first = await post(client, config, xml)
@@ -252,8 +264,12 @@ def _bad_requests(config: Config) -> list[tuple[str, dict[str, str], bytes, int]
     return [
         ("wrong signature", dict(good_params, signature="f" * 40), good_body, 403),
         ("wrong msg_signature", dict(good_params, msg_signature="f" * 40), good_body, 403),
-        ("stale timestamp", build_callback(w, follower.text_message(ACCOUNT, OPENID, "hi"),
-                                           timestamp=int(time.time()) - 3600)[0], good_body, 403),
+        (
+            "stale timestamp",
+            build_callback(w, follower.text_message(ACCOUNT, OPENID, "hi"), timestamp=int(time.time()) - 3600)[0],
+            good_body,
+            403,
+        ),
         ("missing parameters", {}, good_body, 400),
         ("doctype and entities, encrypted", doctype_params, doctype_body, 400),
         ("doctype in the outer body", good_params, doctype.encode(), 400),
@@ -300,4 +316,3 @@ async def test_health_ready_and_metrics_endpoints(aiohttp_client: ClientFactory,
     await post(client, config, follower.text_message(ACCOUNT, OPENID, "帮助"))
     text = await (await client.get("/metrics")).text()
     assert "safebell_http_request_seconds_bucket" in text and "safebell_callback_total" in text
-

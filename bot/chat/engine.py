@@ -163,9 +163,9 @@ class ChatEngine:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.1)
             current = await self.redis.get(dedupe_key)
-            stored = _NO_ANSWER if current is None else current  # expired: nothing more to give
+            stored = _NO_ANSWER if current is None else str(current)  # expired: nothing more to give
         if stored.startswith(_ANSWER):
-            return Answer(stored[len(_ANSWER):], duplicate=True)
+            return Answer(stored[len(_ANSWER) :], duplicate=True)
         return Answer("", duplicate=True)
 
     async def _run(self, update: Update, ks: list[str], token: str, status: str, raw_state: str) -> str:
@@ -246,18 +246,23 @@ class ChatEngine:
             return
         content = _text_of(xml)
         if content is None:
-            log.warning("late non-text reply for %s dropped (only text goes by customer-service message)",
-                        mask_openid(update.openid))
+            log.warning(
+                "late non-text reply for %s dropped (only text goes by customer-service message)",
+                mask_openid(update.openid),
+            )
             return
-        sink = self._late_reply
-        t = asyncio.get_running_loop().create_task(sink(update.openid, content))
+        t: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._send_late(update.openid, content))
         self._background.add(t)
         t.add_done_callback(self._background.discard)
 
-    async def drain(self, timeout: float) -> None:
+    async def _send_late(self, openid: str, text: str) -> None:
+        assert self._late_reply is not None
+        await self._late_reply(openid, text)
+
+    async def drain(self, limit: float) -> None:
         """Wait for late handlers still running (graceful shutdown)."""
         if self._background:
-            await asyncio.wait(list(self._background), timeout=timeout)
+            await asyncio.wait(list(self._background), timeout=limit)
 
 
 def _bind(mw: Middleware, call_next: Next) -> Next:

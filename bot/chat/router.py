@@ -175,9 +175,7 @@ def _entry(func: HandlerFunc, filters: tuple[Filter, ...]) -> HandlerEntry:
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"handler {func.__qualname__} must be an async function")
     sig = inspect.signature(func)
-    params = tuple(
-        n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    )
+    params = tuple(n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     takes_all = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     return HandlerEntry(func, filters, params, takes_all, f"{func.__module__}.{func.__qualname__}")
 

@@ -19,7 +19,7 @@ class Texts:
     def __init__(self, root: Path = MESSAGES) -> None:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(root)),
-            autoescape=False,  # noqa: S701 - plain chat text, never HTML (see module doc)
+            autoescape=False,
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             trim_blocks=True,

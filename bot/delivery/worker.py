@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.exceptions
 
@@ -96,13 +97,17 @@ class Worker:
         r = self.ctx.redis
         reclaim_ms = int(cfg.reclaim_idle * 1000)
         while not self._stopping.is_set():
-            entries: list[tuple[str, dict[str, str]]] = []
+            entries: list[tuple[str, dict[str, str] | None]] = []
             # Entries a crashed worker left unacknowledged come first.
-            claimed = await r.xautoclaim(keys.outbox(), keys.OUTBOX_GROUP, self.name, reclaim_ms, "0-0", count=cfg.batch)
+            claimed: Any = await r.xautoclaim(
+                keys.outbox(), keys.OUTBOX_GROUP, self.name, reclaim_ms, "0-0", count=cfg.batch
+            )
             entries.extend(claimed[1])
             if not entries:
                 block = None if burst else cfg.block_ms
-                resp = await r.xreadgroup(keys.OUTBOX_GROUP, self.name, {keys.outbox(): ">"}, count=cfg.batch, block=block)
+                resp: Any = await r.xreadgroup(
+                    keys.OUTBOX_GROUP, self.name, {keys.outbox(): ">"}, count=cfg.batch, block=block
+                )
                 for _stream, items in resp or []:
                     entries.extend(items)
             if not entries:

