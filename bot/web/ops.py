@@ -16,7 +16,7 @@ REDIS_KEY: web.AppKey[Redis] = web.AppKey("redis", Redis)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:
