@@ -11,8 +11,9 @@ import time
 from bot.config import LogConfig
 from bot.wechat.protocol import mask_openid
 
-# WeChat openids are 28 characters of [A-Za-z0-9_-], starting with "o" for official accounts.
-_OPENID = re.compile(r"\bo[A-Za-z0-9_-]{27}\b")
+# WeChat openids are 28 characters of [A-Za-z0-9_-], starting with "o" for official accounts
+# (matched loosely: a few characters either way costs nothing and catches look-alikes).
+_OPENID = re.compile(r"\bo[A-Za-z0-9_-]{25,34}\b")
 
 
 def mask_text(text: str) -> str:
