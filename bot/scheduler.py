@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.serve import wait_for_signal
 from bot.store.redis import Redis, connect, start_embedded_if_needed
 from bot.wechat.client import WeChatAPI
-from bot.wechat.errors import WeChatAPIError
+from bot.wechat.errors import WeChatError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ JOBS: list[JobSetup] = []
 async def keep_token_fresh(api: WeChatAPI) -> None:
     try:
         await api.get_token()
-    except WeChatAPIError as exc:
+    except WeChatError as exc:
         log.error("could not refresh the access_token: %s (check wechat.app_id / wechat.app_secret)", exc)
 
 

@@ -63,3 +63,35 @@ def config(redis_url: str, tmp_path: Path) -> Config:
     cfg.redis.url = redis_url
     cfg.redis.data_dir = str(tmp_path / "redis")
     return cfg
+
+
+# -- the WeChat emulator ------------------------------------------------------------------------
+from dataclasses import dataclass  # noqa: E402 - appended section, kept next to its fixture
+from typing import Any  # noqa: E402
+
+from aiohttp import web  # noqa: E402
+
+from bot.wechat.emulator import EmulatorClient, create_emulator_app  # noqa: E402
+
+
+@dataclass
+class EmulatorHandle:
+    """A running emulator: its base URL, a control-API client, and the app (for its state)."""
+
+    url: str
+    client: EmulatorClient
+    app: web.Application
+
+
+@pytest.fixture
+async def emulator(config: Config, aiohttp_server: Any) -> AsyncIterator[EmulatorHandle]:
+    """The WeChat emulator on a free port; ``config.wechat.api_base``/``oauth_base`` point at it."""
+    server = await aiohttp_server(create_emulator_app(config))
+    url = str(server.make_url("")).rstrip("/")
+    config.wechat.api_base = url
+    config.wechat.oauth_base = url
+    client = EmulatorClient(url)
+    try:
+        yield EmulatorHandle(url=url, client=client, app=server.app)
+    finally:
+        await client.close()

@@ -22,7 +22,7 @@ from bot.config import Config
 from bot.store import keys
 from bot.store.redis import Redis
 from bot.wechat.client import WeChatAPI
-from bot.wechat.errors import WeChatAPIError
+from bot.wechat.errors import WeChatError
 from bot.wechat.protocol import mask_openid
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ async def send_cs_text(job: Job, ctx: WorkerContext) -> None:
         return
     try:
         await ctx.api.send_text(openid, text)
-    except WeChatAPIError as exc:
+    except WeChatError as exc:
         # 45015/45047 (window closed, quota used), 43004 (unfollowed): nothing more we can do for a
         # chat answer; the client already retried what is retryable.
         log.warning("customer-service text to %s not sent: %s", mask_openid(openid), exc)

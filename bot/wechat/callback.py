@@ -142,10 +142,7 @@ class WeChatCallback:
         if _FORBIDDEN_XML.search(body):
             raise Refused(400, "entity", "DOCTYPE and entities are not accepted")
 
-        if encrypted:
-            xml = self._decrypt(body, timestamp, nonce, q.get("msg_signature", ""))
-        else:
-            xml = body
+        xml = self._decrypt(body, timestamp, nonce, q.get("msg_signature", "")) if encrypted else body
         try:
             message = parse_message(xml)
         except Exception:  # xmltodict/expat errors, a missing MsgType, a non-element root...
