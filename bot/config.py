@@ -65,6 +65,7 @@ class WeChatConfig:
     cs_after_message_window: int = 172800
     cs_after_event: int = 3
     cs_after_event_window: int = 60
+    menu_on_start: bool = False
 
 
 @dataclass
@@ -90,6 +91,13 @@ class RedisConfig:
 class ChatConfig:
     state_ttl: int = 86400
     lock_ttl: float = 10.0
+
+
+@dataclass
+class RosterConfig:
+    bind_max_failures: int = 5
+    bind_failure_window: int = 3600
+    teacher_invite_days: int = 7
 
 
 @dataclass
@@ -133,6 +141,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
     log: LogConfig = field(default_factory=LogConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -302,6 +311,9 @@ def _validate(cfg: Config) -> None:
         "chat.lock_ttl": cfg.chat.lock_ttl,
         "worker.batch": cfg.worker.batch,
         "worker.concurrency": cfg.worker.concurrency,
+        "roster.bind_max_failures": cfg.roster.bind_max_failures,
+        "roster.bind_failure_window": cfg.roster.bind_failure_window,
+        "roster.teacher_invite_days": cfg.roster.teacher_invite_days,
     }
     for key, value in positive.items():
         if value <= 0:

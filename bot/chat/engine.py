@@ -137,16 +137,16 @@ class ChatEngine:
         deadline = started + self.config.wechat.reply_budget
         update = Update.from_message(message)
         openid = update.openid
-        ks = [keys.dedupe(openid, dedupe_key), keys.chat_lock(openid), keys.chat_state(openid)]
+        ks = [keys.dedupe(openid, dedupe_key), keys.chat_lock(openid), keys.chat_state(openid), keys.identity(openid)]
         token = secrets.token_hex(8)
         cfg = self.config
         lock_ms = int(cfg.chat.lock_ttl * 1000)
-        status, payload = await self._begin(keys=ks, args=["1", cfg.wechat.dedupe_ttl, token, lock_ms])
+        status, *loaded = await self._begin(keys=ks, args=["1", cfg.wechat.dedupe_ttl, token, lock_ms])
         if status == "dup":
             DEDUPE_HITS.inc()
-            return await self._answer_of_duplicate(ks[0], payload, deadline)
+            return await self._answer_of_duplicate(ks[0], loaded[0], deadline)
 
-        task = asyncio.create_task(self._run(update, ks, token, status, payload))
+        task = asyncio.create_task(self._run(update, ks, token, status, loaded))
         try:
             xml = await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -168,7 +168,7 @@ class ChatEngine:
             return Answer(stored[len(_ANSWER) :], duplicate=True)
         return Answer("", duplicate=True)
 
-    async def _run(self, update: Update, ks: list[str], token: str, status: str, raw_state: str) -> str:
+    async def _run(self, update: Update, ks: list[str], token: str, status: str, loaded: list[str]) -> str:
         cfg = self.config
         lock_ms = int(cfg.chat.lock_ttl * 1000)
         delay = 0.005
@@ -177,15 +177,18 @@ class ChatEngine:
             # a crashed holder delays us at most chat.lock_ttl.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-            status, raw_state = await self._begin(keys=ks, args=["0", cfg.wechat.dedupe_ttl, token, lock_ms])
+            status, *loaded = await self._begin(keys=ks, args=["0", cfg.wechat.dedupe_ttl, token, lock_ms])
+        raw_state, identity = loaded[0], loaded[1]
         state = ChatState(raw_state)
         xml = ""
         try:
-            value = await (self._chain or self._build_chain())(update, self._context(update, state, raw_state))
+            data = self._context(update, state, raw_state)
+            data["identity"] = identity
+            value = await (self._chain or self._build_chain())(update, data)
             xml = render_reply(value, update.message)
         finally:
             stored = _ANSWER + xml if xml else _NO_ANSWER
-            await self._end(keys=ks, args=[stored, cfg.wechat.dedupe_ttl, token, state.dump(), cfg.chat.state_ttl])
+            await self._end(keys=ks[:3], args=[stored, cfg.wechat.dedupe_ttl, token, state.dump(), cfg.chat.state_ttl])
         return xml
 
     def _context(self, update: Update, state: ChatState, raw_state: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ class Texts:
         )
         self._cache: dict[str, jinja2.Template] = {}
 
-    def render(self, name: str, **context: Any) -> str:
+    def render(self, name: str, /, **context: Any) -> str:
         template = self._cache.get(name)
         if template is None:
             template = self._cache[name] = self.env.get_template(f"{name}.txt.j2")

@@ -29,9 +29,79 @@ def dedupe(openid: str, msg_key: str) -> str:
     return f"{user_tag(openid)}:dd:{msg_key}"
 
 
+def identity(openid: str) -> str:
+    """Who this user is (children bound, classes taught): a short string, loaded with the state."""
+    return f"{user_tag(openid)}:who"
+
+
+def bind_failures(openid: str) -> str:
+    """Wrong binding proofs in the current hour (expires an hour after the first)."""
+    return f"{user_tag(openid)}:bindfail"
+
+
 def cs_window(openid: str) -> str:
     """When the user last wrote to us / last sent an event: gates customer-service messages."""
     return f"{user_tag(openid)}:cs"
+
+
+# -- roster: per school ({s:<school>}), plus small global indexes --------------------------------
+def school_tag(school: str) -> str:
+    return f"{PREFIX}:{{s:{school}}}"
+
+
+def school_meta(school: str) -> str:
+    """Hash: name, district, region, proof kind, approval flag."""
+    return f"{school_tag(school)}:meta"
+
+
+def school_classes(school: str) -> str:
+    """Hash: class id → "code|class-teacher openid"."""
+    return f"{school_tag(school)}:classes"
+
+
+def class_students(school: str, class_id: str) -> str:
+    """Hash: student id → "name|status" (a for active, l for left)."""
+    return f"{school_tag(school)}:c:{class_id}"
+
+
+def class_guardians(school: str, class_id: str) -> str:
+    """Hash: student id → "openid:r,openid:r" (r = relation letter)."""
+    return f"{school_tag(school)}:c:{class_id}:g"
+
+
+def class_phones(school: str, class_id: str) -> str:
+    """Hash: student id → masked guardian phone, only when the school supplied one."""
+    return f"{school_tag(school)}:c:{class_id}:p"
+
+
+def school_teachers(school: str) -> str:
+    """Hash: teacher openid → "class:role,class:role"."""
+    return f"{school_tag(school)}:teachers"
+
+
+def pending_bindings(school: str) -> str:
+    """Hash: "class/student/openid" → "relation|time": bindings waiting for the class teacher."""
+    return f"{school_tag(school)}:pending"
+
+
+def schools() -> str:
+    """Hash: school id → "district|region|name" (1,300 entries for a city)."""
+    return f"{PREFIX}:schools"
+
+
+def class_codes() -> str:
+    """Hash: short class code → "school/class" (what a parent types or a QR scene carries)."""
+    return f"{PREFIX}:classcodes"
+
+
+def teacher_invite(code: str) -> str:
+    """Hash: school, classes, role; expires."""
+    return f"{PREFIX}:tinvite:{code}"
+
+
+def account(username: str) -> str:
+    """A console account: role, scope, password hash."""
+    return f"{PREFIX}:acct:{username}"
 
 
 # -- per WeChat app: the shared access_token ------------------------------------------------

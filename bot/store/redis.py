@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -45,3 +45,21 @@ async def redis_from_config(cfg: Config) -> AsyncIterator[Redis]:
         await client.aclose()
         if server is not None:
             server.stop()
+
+
+# redis-py types every reply as ``bytes | str``; our clients decode (decode_responses=True), so these
+# narrow the types once instead of casting at every call.
+async def get(r: Redis, key: str) -> str | None:
+    return cast(str | None, await r.get(key))
+
+
+async def hget(r: Redis, key: str, field: str) -> str | None:
+    return cast(str | None, await r.hget(key, field))
+
+
+async def hgetall(r: Redis, key: str) -> dict[str, str]:
+    return cast(dict[str, str], await r.hgetall(key))
+
+
+async def hmget(r: Redis, key: str, fields: list[str]) -> list[str | None]:
+    return cast(list[str | None], await r.hmget(key, fields))

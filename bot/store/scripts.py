@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 # The start of handling a callback, in one round trip.
-# KEYS: dedupe, lock, state (all {u:<openid>}).  ARGV: claim ("1"/"0"), dedupe_ttl, token, lock_ttl_ms
+# KEYS: dedupe, lock, state, identity (all {u:<openid>}).  ARGV: claim ("1"/"0"), dedupe_ttl, token, lock_ttl_ms
 # Returns {"dup", previous} when this message was seen (previous "" = still being handled),
-# {"ok", state_json} when the lock is ours, {"locked", ""} when another message of the user holds it.
+# {"ok", state_json, identity} when the lock is ours, {"locked", ""} when another message of the user holds it.
 BEGIN_MESSAGE = """
 if ARGV[1] == '1' then
   local prev = redis.call('GET', KEYS[1])
@@ -13,7 +13,7 @@ if ARGV[1] == '1' then
   redis.call('SET', KEYS[1], '', 'EX', ARGV[2])
 end
 if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {'ok', redis.call('GET', KEYS[3]) or ''}
+  return {'ok', redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or ''}
 end
 return {'locked', ''}
 """
