@@ -104,7 +104,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
             "report X",
             "report s1",
         ]
-    },  # fmt: skip
+    },
     "school admin s2": {"student z (s2 Z)": ALL_BUT_CONFIRM, "school s2": ALL_BUT_CONFIRM},
     "district admin d1": {
         name: ALL_BUT_CONFIRM for name, obj in OBJECTS.items() if "d2" not in name and name != "student w (d2)"
@@ -114,7 +114,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         "class in d2": ALL_BUT_CONFIRM,
         "district d2": ALL_BUT_CONFIRM,
         "notice to d2": ALL_BUT_CONFIRM,
-    },  # fmt: skip
+    },
 }
 
 
