@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from wechatpy.messages import BaseMessage
 
+from bot import roster
 from bot.chat import basic
 from bot.chat.engine import ChatEngine, render_reply
 from bot.chat.router import Router
@@ -23,6 +25,7 @@ from bot.store.redis import Redis
 from bot.web import ops
 from bot.wechat.callback import WeChatCallback
 from bot.wechat.client import WeChatAPI
+from bot.wechat.errors import WeChatError
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,21 @@ class AppContext:
     router: Router
     engine: ChatEngine
     help_items: list[str] = field(default_factory=list)
+    menu: list[dict[str, Any]] = field(default_factory=list)  # CLICK/VIEW buttons the capability offers
 
 
 Capability = Callable[[AppContext], None]
 
-# Filled by the capability issues (roster, notices, campaigns, lessons, reports) in this order.
-CAPABILITIES: list[Capability] = []
+# The capabilities, in the order their chat handlers are tried.
+CAPABILITIES: list[Capability] = [roster.setup]
+
+
+def build_menu(buttons: list[dict[str, Any]]) -> dict[str, Any]:
+    """WeChat allows 3 top-level buttons with up to 5 sub-buttons each: overflow goes under 「更多」."""
+    if len(buttons) <= 3:
+        return {"button": buttons}
+    return {"button": [*buttons[:2], {"name": "更多", "sub_button": buttons[2:7]}]}
+
 
 CONTEXT_KEY: web.AppKey[AppContext] = web.AppKey("context", AppContext)
 
@@ -68,6 +80,7 @@ def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) ->
     for setup in CAPABILITIES:
         setup(ctx)
     ctx.help_items.append("回复「取消」结束当前操作")
+    ctx.menu.append({"type": "click", "name": "帮助", "key": basic.HELP_KEY})
     engine.provide(help_items=list(ctx.help_items))
 
     async def respond(message: BaseMessage, dedupe_key: str, started: float) -> str:
@@ -89,5 +102,14 @@ def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) ->
         if own_api:
             await api.close()
 
+    async def create_menu(app: web.Application) -> None:
+        try:
+            await api.create_menu(build_menu(ctx.menu))
+            log.info("WeChat menu created (%d buttons)", len(ctx.menu))
+        except WeChatError as exc:
+            log.error("could not create the WeChat menu: %s (wechat.menu_on_start)", exc)
+
+    if config.wechat.menu_on_start:
+        app.on_startup.append(create_menu)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -133,7 +133,12 @@ class SchoolSettings:
 
 
 def new_code(length: int = CLASS_CODE_LENGTH) -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+    """A random code with at least one digit and one letter, so it never reads as a word
+    ("THANKS") and the chat can tell it from ordinary text."""
+    while True:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+        if any(c.isdigit() for c in code) and any(c.isalpha() for c in code):
+            return code
 
 
 class RosterStore:
@@ -309,10 +314,12 @@ class RosterStore:
 
     async def record_bind_failure(self, openid: str, window: int) -> int:
         key = keys.bind_failures(openid)
+        # The window starts at the first failure: create with a TTL, then count (INCR keeps the TTL).
+        # (EXPIRE … NX would do, but needs Redis 7; the embedded server is 6.2.)
         async with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, ex=window, nx=True)
             pipe.incr(key)
-            pipe.expire(key, window, nx=True)
-            count, _ = await pipe.execute()
+            _, count = await pipe.execute()
         return int(count)
 
     # -- approvals ----------------------------------------------------------------------------
