@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from wechatpy.messages import BaseMessage
 
-from bot import roster
+from bot import notices, roster
 from bot.chat import basic
 from bot.chat.engine import ChatEngine, render_reply
 from bot.chat.router import Router
@@ -41,12 +41,13 @@ class AppContext:
     engine: ChatEngine
     help_items: list[str] = field(default_factory=list)
     menu: list[dict[str, Any]] = field(default_factory=list)  # CLICK/VIEW buttons the capability offers
+    services: dict[str, Any] = field(default_factory=dict)  # shared objects: "roster", "notices", ...
 
 
 Capability = Callable[[AppContext], None]
 
 # The capabilities, in the order their chat handlers are tried.
-CAPABILITIES: list[Capability] = [roster.setup]
+CAPABILITIES: list[Capability] = [roster.setup, notices.setup]
 
 
 def build_menu(buttons: list[dict[str, Any]]) -> dict[str, Any]:

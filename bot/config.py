@@ -75,9 +75,20 @@ class ServerConfig:
     workers: int = 1
     public_url: str = ""
     shutdown_timeout: float = 10.0
+    secret: str = ""
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def signing_key(self, wechat: WeChatConfig) -> bytes:
+        """Key for signed cookies and OAuth state: ``server.secret``, else derived from the app secret
+        (stable across processes and restarts, so every replica agrees without extra setup)."""
+        import hashlib
+        import hmac
+
+        if self.secret:
+            return hashlib.sha256(self.secret.encode()).digest()
+        return hmac.new(wechat.app_secret.encode(), b"safebell-signing-key", hashlib.sha256).digest()
 
 
 @dataclass
@@ -101,6 +112,34 @@ class RosterConfig:
 
 
 @dataclass
+class DeliveryConfig:
+    pace_per_second: float = 200.0
+    pace_burst: int = 200
+    quiet_start: str = "21:30"
+    quiet_end: str = "07:00"
+    family_daily_cap: int = 3
+    batch_size: int = 100
+    retry_after: float = 60.0
+
+
+@dataclass
+class NoticesConfig:
+    default_deadline_hours: float = 48.0
+    reminder_hours: list[float] = field(default_factory=lambda: [2.0, 24.0])
+    reminder_window_start: str = "08:00"
+    reminder_window_end: str = "20:00"
+    template_id: str = "SAFEBELL_NOTICE"
+    template_keys: list[str] = field(
+        default_factory=lambda: ["title=thing1", "sender=thing2", "deadline=time3", "action=thing4"]
+    )
+    teacher_template_id: str = "SAFEBELL_TEACHER"
+    teacher_template_keys: list[str] = field(
+        default_factory=lambda: ["class=thing1", "count=character_string2", "action=thing3"]
+    )
+    recent_days: int = 30
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
     json: bool = False
@@ -117,6 +156,7 @@ class WorkerConfig:
 @dataclass
 class SchedulerConfig:
     token_check_interval: float = 60.0
+    sweep_interval: float = 30.0
     timezone: str = "Asia/Shanghai"
 
 
@@ -142,6 +182,8 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     roster: RosterConfig = field(default_factory=RosterConfig)
+    notices: NoticesConfig = field(default_factory=NoticesConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     log: LogConfig = field(default_factory=LogConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -290,11 +332,16 @@ def _coerce(tp: Any, raw: Any, from_env: bool) -> Any:
             return raw
         raise ValueError(f"must be a string, not {raw!r}")
     if origin is list or (isinstance(tp, types.GenericAlias) and tp.__origin__ is list):
+        (item,) = typing.get_args(tp)
         if from_env and isinstance(raw, str):
-            return [part.strip() for part in raw.split(",") if part.strip()]
-        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
-            return list(raw)
-        raise ValueError(f"must be a list of strings, not {raw!r}")
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+        if not isinstance(raw, list):
+            raise ValueError(f"must be a list, not {raw!r}")
+        try:
+            return [_coerce(item, x, from_env) for x in raw]
+        except (TypeError, ValueError):
+            kind = "strings" if item is str else "numbers"
+            raise ValueError(f"must be a list of {kind}, not {raw!r}") from None
     raise TypeError(f"unsupported config type {tp!r}")  # a programming error, caught by tests
 
 
@@ -314,6 +361,12 @@ def _validate(cfg: Config) -> None:
         "roster.bind_max_failures": cfg.roster.bind_max_failures,
         "roster.bind_failure_window": cfg.roster.bind_failure_window,
         "roster.teacher_invite_days": cfg.roster.teacher_invite_days,
+        "delivery.pace_per_second": cfg.delivery.pace_per_second,
+        "delivery.pace_burst": cfg.delivery.pace_burst,
+        "delivery.family_daily_cap": cfg.delivery.family_daily_cap,
+        "delivery.batch_size": cfg.delivery.batch_size,
+        "notices.default_deadline_hours": cfg.notices.default_deadline_hours,
+        "notices.recent_days": cfg.notices.recent_days,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -336,6 +389,22 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("redis.url", src, "must start with redis://, rediss:// or unix:// (empty = embedded)")
     if cfg.wechat.aes_key:
         check_aes_key(cfg.wechat.aes_key, src)
+    for key in ("delivery.quiet_start", "delivery.quiet_end", "notices.reminder_window_start",
+                "notices.reminder_window_end"):  # fmt: skip
+        section, name = key.split(".")
+        _check_clock(key, getattr(getattr(cfg, section), name), src)
+    for key in ("notices.template_keys", "notices.teacher_template_keys"):
+        for item in getattr(cfg.notices, key.split(".")[1]):
+            if "=" not in item:
+                raise ConfigError(key, src, f"entries look like title=thing1, not {item!r}")
+    if any(h <= 0 for h in cfg.notices.reminder_hours):
+        raise ConfigError("notices.reminder_hours", src, "reminders come after the notice: use hours > 0")
+
+
+def _check_clock(key: str, value: str, source: str) -> None:
+    parts = value.split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) > 23 or int(parts[1]) > 59:
+        raise ConfigError(key, source, f"must be a time of day like 21:30, not {value!r}")
 
 
 def dump_toml(cfg: Config) -> str:

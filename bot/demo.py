@@ -28,9 +28,8 @@ import aiohttp
 from bot.app import create_app
 from bot.config import Config
 from bot.delivery.outbox import enqueue_text
-from bot.delivery.worker import Worker, WorkerContext
 from bot.scheduler import build_scheduler
-from bot.serve import start_site, wait_for_signal
+from bot.serve import build_worker, start_site, wait_for_signal
 from bot.store.embedded import EmbeddedRedis
 from bot.store.redis import Redis, connect
 from bot.wechat.client import WeChatAPI
@@ -213,7 +212,7 @@ async def _run(cfg: Config, *, once: bool) -> int:
     api = WeChatAPI(cfg.wechat, redis)
     emulator_runner = await start_site(create_emulator_app(cfg), cfg.emulator.host, cfg.emulator.port)
     bot_runner = await start_site(create_app(cfg, redis, api=api), cfg.server.host, cfg.server.port)
-    worker = Worker(WorkerContext(cfg, redis, api), name="demo-worker")
+    worker = build_worker(cfg, redis, api, name="demo-worker")
     worker_task = asyncio.create_task(worker.run())
     sched = build_scheduler(cfg, redis, api)
     sched.scheduler.start()

@@ -56,6 +56,17 @@ def build_scheduler(cfg: Config, redis: Redis, api: WeChatAPI) -> SchedulerConte
         max_instances=1,
         next_run_time=None,
     )
+    from bot.notices.followup import sweep
+    from bot.notices.service import NoticeService
+    from bot.roster.store import RosterStore
+
+    notices = NoticeService(redis, cfg, RosterStore(redis))
+
+    async def follow_up() -> None:
+        await sweep(notices)
+
+    scheduler.add_job(follow_up, "interval", seconds=cfg.scheduler.sweep_interval, id="followups",
+                      coalesce=True, max_instances=1)  # fmt: skip
     for setup in JOBS:
         setup(ctx)
     return ctx

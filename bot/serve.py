@@ -16,8 +16,8 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import Config, dump_toml
-from bot.delivery.worker import Worker, WorkerContext
-from bot.store.redis import connect, start_embedded_if_needed
+from bot.delivery.worker import Job, Worker, WorkerContext
+from bot.store.redis import Redis, connect, start_embedded_if_needed
 from bot.wechat.client import WeChatAPI
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,31 @@ def _supervise(cfg: Config, workers: int) -> int:
     return code
 
 
+def build_worker(cfg: Config, redis: Redis, api: WeChatAPI, *, name: str | None = None) -> Worker:
+    """A worker with every job kind registered: customer-service texts and notice cards."""
+    from bot.delivery.cards import CardSender
+    from bot.notices.service import NoticeService
+    from bot.roster.store import RosterStore
+
+    worker = Worker(WorkerContext(cfg, redis, api), name=name)
+    cards = CardSender(cfg, redis, api, NoticeService(redis, cfg, RosterStore(redis)))
+
+    async def send_cards(job: Job, _ctx: WorkerContext) -> None:
+        await cards.run(job.fields)
+
+    async def teacher_lists(job: Job, _ctx: WorkerContext) -> None:
+        await cards.teacher_lists(job.fields)
+
+    worker.register("cards", send_cards)
+    worker.register("teacher_list", teacher_lists)
+    worker.every(1.0, cards.release_due)
+    return worker
+
+
 async def worker_forever(cfg: Config, *, burst: bool = False) -> int:
     redis = connect(cfg.redis.url)
     api = WeChatAPI(cfg.wechat, redis)
-    worker = Worker(WorkerContext(cfg, redis, api))
+    worker = build_worker(cfg, redis, api)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):

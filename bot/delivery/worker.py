@@ -9,6 +9,7 @@ Shutdown: stop reading, let the jobs in flight finish (acknowledgements under ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -74,13 +75,27 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._periodic: list[tuple[float, Callable[[], Awaitable[object]]]] = []
         self.done = 0
 
     def register(self, kind: str, handler: JobHandler) -> None:
         self.handlers[kind] = handler
 
+    def every(self, seconds: float, func: Callable[[], Awaitable[object]]) -> None:
+        """Run ``func`` every ``seconds`` while the worker runs (e.g. releasing held entries)."""
+        self._periodic.append((seconds, func))
+
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _tick(self, seconds: float, func: Callable[[], Awaitable[object]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                await func()
+            except Exception:
+                log.exception("periodic task %s failed; trying again in %.0f s", func, seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def ensure_group(self) -> None:
         try:
@@ -91,8 +106,17 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> int:
         """Process jobs until stopped (or, with ``burst``, until the outbox is empty). Returns jobs done."""
-        cfg = self.ctx.config.worker
         await self.ensure_group()
+        ticks = [] if burst else [asyncio.create_task(self._tick(s, f)) for s, f in self._periodic]
+        try:
+            return await self._loop(burst)
+        finally:
+            self._stopping.set()
+            for t in ticks:
+                t.cancel()
+
+    async def _loop(self, burst: bool) -> int:
+        cfg = self.ctx.config.worker
         sem = asyncio.Semaphore(cfg.concurrency)
         r = self.ctx.redis
         reclaim_ms = int(cfg.reclaim_idle * 1000)

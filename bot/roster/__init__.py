@@ -14,6 +14,7 @@ def setup(ctx: AppContext) -> None:
     from bot.roster.store import RosterStore
 
     store = RosterStore(ctx.redis)
+    ctx.services["roster"] = store
     ctx.engine.provide(store=store, roster=store)
     ctx.engine.add_user_loader(chat.load_identity)
     ctx.router.include(chat.router)

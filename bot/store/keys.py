@@ -122,10 +122,80 @@ def access_token_forced(app_id: str) -> str:
     return f"{wx_tag(app_id)}:token:forced"
 
 
-# -- delivery -----------------------------------------------------------------------------
+# -- notices: per notice ({n:<id>}) --------------------------------------------------------------
+def notice_tag(notice_id: str) -> str:
+    return f"{PREFIX}:{{n:{notice_id}}}"
+
+
+def notice(notice_id: str) -> str:
+    """Hash: the notice itself (title, body, audience, mode, …) and its planning figures."""
+    return f"{notice_tag(notice_id)}:meta"
+
+
+def notice_records(notice_id: str) -> str:
+    """Hash: guardian openid → delivery record "status|msgid|time|errcode"."""
+    return f"{notice_tag(notice_id)}:d"
+
+
+def notice_confirmations(notice_id: str) -> str:
+    """Hash: "school/student" → "openid|time|k?": one confirmation per student, whoever gave it."""
+    return f"{notice_tag(notice_id)}:c"
+
+
+def notice_reminders(notice_id: str) -> str:
+    """Hash: guardian openid → "round|status|time" of the latest reminder (only for the unconfirmed)."""
+    return f"{notice_tag(notice_id)}:r"
+
+
+def notice_idempotency(key: str) -> str:
+    """String: the notice created with this idempotency key."""
+    return f"{PREFIX}:idem:{key}"
+
+
+def notices_by_time() -> str:
+    """Sorted set: notice id by creation time (recent notices, reports, a parent's 确认)."""
+    return f"{PREFIX}:notices"
+
+
+def template_msg(msgid: str) -> str:
+    """String: "notice id" for a sent card's msgid, kept until WeChat reports delivery."""
+    return f"{PREFIX}:tmsg:{msgid}"
+
+
+def followups() -> str:
+    """Sorted set: "notice:round" by due time, swept by the scheduler."""
+    return f"{PREFIX}:followups"
+
+
+# -- delivery: one hash tag for the outbox and its companions (Lua moves entries between them) ----
 def outbox() -> str:
     """The Redis Stream the workers read through one consumer group."""
-    return f"{PREFIX}:outbox"
+    return f"{PREFIX}:{{ob}}:stream"
+
+
+def outbox_held() -> str:
+    """Sorted set: outbox entries (JSON) waiting until a time (quiet hours, quotas, caps)."""
+    return f"{PREFIX}:{{ob}}:held"
+
+
+def pace() -> str:
+    """Hash: the global token bucket that paces template sends across all workers."""
+    return f"{PREFIX}:{{ob}}:pace"
+
+
+def quota_used(day: str) -> str:
+    """Counter: template sends made (or planned) on ``day`` (YYYYMMDD, local time)."""
+    return f"{PREFIX}:{{ob}}:quota:{day}"
+
+
+def quota_exhausted(day: str) -> str:
+    """Flag: WeChat answered 45009 on ``day``; sending resumes after midnight."""
+    return f"{PREFIX}:{{ob}}:quota-out:{day}"
+
+
+def family_cap(openid: str, day: str) -> str:
+    """Counter: non-urgent cards sent to this family on ``day``."""
+    return f"{user_tag(openid)}:cap:{day}"
 
 
 OUTBOX_GROUP = "workers"
@@ -134,3 +204,20 @@ OUTBOX_GROUP = "workers"
 # -- operations ---------------------------------------------------------------------------
 def heartbeat(process: str, ident: str) -> str:
     return f"{PREFIX}:hb:{process}:{ident}"
+
+
+# -- API tokens: one hash tag, so creating, rotating and revoking are single transactions ----------
+def api_token(token_hash: str) -> str:
+    """String: the token's name, keyed by the SHA-256 of the token (the token itself is never stored).
+    A rotated-out token's key expires at the end of its grace period."""
+    return f"{PREFIX}:{{tok}}:h:{token_hash}"
+
+
+def api_token_record(name: str) -> str:
+    """Hash: role, district, school, created, last_used, hash (current), old_hash and old_until."""
+    return f"{PREFIX}:{{tok}}:n:{name}"
+
+
+def api_token_names() -> str:
+    """Hash: token name → creation time (lists tokens without scanning keys)."""
+    return f"{PREFIX}:{{tok}}:names"
