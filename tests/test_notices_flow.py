@@ -224,7 +224,9 @@ async def test_wechat_delivery_reports_mark_records_delivered(world: World) -> N
     assert rec is not None and rec.status == "d" and rec.msgid
 
 
-async def test_unfollowed_guardians_are_marked_unreachable_and_quota_exhaustion_holds_until_midnight(world: World) -> None:
+async def test_unfollowed_guardians_are_marked_unreachable_and_quota_exhaustion_holds_until_midnight(
+    world: World,
+) -> None:
     u = world.parents["20260301"][0]
     await world.em.configure(unfollowed=[u])
     notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
@@ -292,4 +294,3 @@ async def test_the_teacher_asks_who_has_not_confirmed_and_sees_reasons_privately
     assert "已确认0/3" in reply and "李小红：已查看未确认" in reply and "张伟：未绑定" in reply
     assert "仅您可见" in reply
     assert "仅供班主任" in await world.say(g, "未确认")
-
