@@ -11,15 +11,21 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from bot.bench.cli import add_commands as _bench_commands
 from bot.config import Config, ConfigError, load_config
 from bot.logs import setup_logging
+from bot.notices.cli import add_commands as _notice_commands
+from bot.roster.cli import add_commands as _roster_commands
 from bot.store.embedded import EmbeddedRedisError
+from bot.web.tokens import add_commands as _token_commands
 
 Command = Callable[[Config, argparse.Namespace], int]
 # Later capabilities add their sub-commands here (import, send, report, campaigns, bench, ...).
 EXTRA_COMMANDS: list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None]
 ] = []
+EXTRA_COMMANDS += [_roster_commands, _bench_commands]  # import, teacher, classes; bench
+EXTRA_COMMANDS += [_notice_commands, _token_commands]  # send notice, report notice; admin token
 
 
 def _cmd_serve(cfg: Config, args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ class WeChatConfig:
     api_timeout: float = 5.0
     api_retries: int = 3
     api_backoff: float = 0.2
+    api_connections: int = 512
     token_refresh_margin: int = 300
     force_refresh_interval: int = 30
     template_quota: int = 100000
@@ -353,6 +354,7 @@ def _validate(cfg: Config) -> None:
         "wechat.reply_budget": cfg.wechat.reply_budget,
         "wechat.dedupe_ttl": cfg.wechat.dedupe_ttl,
         "wechat.api_timeout": cfg.wechat.api_timeout,
+        "wechat.api_connections": cfg.wechat.api_connections,
         "server.workers": cfg.server.workers,
         "chat.state_ttl": cfg.chat.state_ttl,
         "chat.lock_ttl": cfg.chat.lock_ttl,
@@ -363,7 +365,6 @@ def _validate(cfg: Config) -> None:
         "roster.teacher_invite_days": cfg.roster.teacher_invite_days,
         "delivery.pace_per_second": cfg.delivery.pace_per_second,
         "delivery.pace_burst": cfg.delivery.pace_burst,
-        "delivery.family_daily_cap": cfg.delivery.family_daily_cap,
         "delivery.batch_size": cfg.delivery.batch_size,
         "notices.default_deadline_hours": cfg.notices.default_deadline_hours,
         "notices.recent_days": cfg.notices.recent_days,
@@ -377,6 +378,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("emulator.port", src, f"must be a TCP port, not {cfg.emulator.port}")
     if cfg.wechat.reply_budget >= 5:
         raise ConfigError("wechat.reply_budget", src, "must stay under WeChat's 5 s deadline")
+    if cfg.delivery.family_daily_cap < 0:
+        raise ConfigError("delivery.family_daily_cap", src, "must be 0 (no cap) or more")
     if not 0 <= cfg.emulator.busy_rate <= 1:
         raise ConfigError("emulator.busy_rate", src, "must be between 0 and 1")
     if cfg.log.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

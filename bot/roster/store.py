@@ -108,6 +108,7 @@ if n > 0 then redis.call('SET', KEYS[1], table.concat(out, ';'), 'KEEPTTL') end
 return n
 """
 
+
 @dataclass(frozen=True, slots=True)
 class ClassInfo:
     school: str
@@ -381,7 +382,6 @@ class RosterStore:
                 await self.set_class_teacher(ref.school, ref.class_id, openid)
         return refs
 
-
     # -- bulk changes (roster import, bot/roster/importer.py) -----------------------------------
     async def create_classes(self, school_id: str, class_ids: Iterable[str], *, batch: int = 2000) -> dict[str, str]:
         """``ensure_class`` for many classes in a few pipelined round trips: class id → code.
@@ -477,6 +477,7 @@ class RosterStore:
                 pipe.hdel(keys.pending_bindings(school_id), *renames)
                 pipe.hset(keys.pending_bindings(school_id), mapping=dict(renames.values()))
                 await pipe.execute()
+
 
 def _school(school_id: str, raw: str) -> School:
     district, region, name = raw.split("|", 2)

@@ -117,7 +117,10 @@ class WeChatAPI:
     def _http(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be made inside the running event loop.
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # aiohttp's default pool holds 100 connections: at WeChat's ~50 ms per call that caps a
+            # worker at 2,000 sends/s, so the pool follows wechat.api_connections.
+            connector = aiohttp.TCPConnector(limit=self._cfg.api_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
     # -- access_token -------------------------------------------------------------------------
