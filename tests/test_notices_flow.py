@@ -167,7 +167,8 @@ async def test_a_familys_daily_cap_moves_extra_cards_to_the_next_day(world: Worl
     await world.notices.submit(world.draft(title="第二条"), ADMIN)
     await world.drain()
     g = world.parents["20260302"][0]
-    assert [c["data"]["thing1"] for c in await world.cards_of(g)] == ["第一条"]
+    # the two batches run concurrently: whichever takes the family's one slot today goes out
+    assert [c["data"]["thing1"] for c in await world.cards_of(g)] in (["第一条"], ["第二条"])
     held = await world.redis.zrange(keys.outbox_held(), 0, -1, withscores=True)
     assert held and all(score > clock.now() for _, score in held)
 
