@@ -23,3 +23,7 @@ def setup(ctx: AppContext) -> None:
     from bot.notices import pages
 
     pages.register(ctx)
+
+    from bot.notices import api
+
+    api.register(ctx)

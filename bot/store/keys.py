@@ -221,3 +221,73 @@ def api_token_record(name: str) -> str:
 def api_token_names() -> str:
     """Hash: token name → creation time (lists tokens without scanning keys)."""
     return f"{PREFIX}:{{tok}}:names"
+
+
+# -- lessons: progress per learner ({u:<openid>}), results per student ({s:<school>}), ----------
+# completions per notice ({n:<id>}) and per campaign ({cp:<id>})
+def lesson_progress(openid: str, school: str, student: str) -> str:
+    """JSON: where this guardian and this child are in a lesson, to resume after a break (TTL 7 days)."""
+    return f"{user_tag(openid)}:lp:{school}/{student}"
+
+
+def lesson_results(school: str, student: str) -> str:
+    """Hash: lesson id → "started|finished|best|passed_at" (epoch seconds, best % or -1);
+    "m:<topic>" → the question ids this student last missed on that topic ("q1,q2")."""
+    return f"{school_tag(school)}:lr:{student}"
+
+
+def notice_lessons(notice_id: str) -> str:
+    """Hash: "school/student" → "best|passed_at|finished|lesson": the attached lesson done after this notice."""
+    return f"{notice_tag(notice_id)}:lc"
+
+
+def campaign_tag(campaign: str) -> str:
+    return f"{PREFIX}:{{cp:{campaign}}}"
+
+
+def campaign_lessons(campaign: str) -> str:
+    """Hash: "school/student" → "best|passed_at|finished|lesson": the campaign's lesson, done by each student."""
+    return f"{campaign_tag(campaign)}:lc"
+
+
+# -- campaigns: firings (one hash tag, so the claim script touches them together), switches, ----
+# admin-made campaigns, external warnings
+def campaign_firing(firing_id: str) -> str:
+    """Hash: one firing ("campaign:YYYY-MM-DD:district"): status (claimed/fired/missed/failed), due,
+    claimed_at, by, notice, error, campaign, district, region, schools. Claimed once (Lua), kept 400 days."""
+    return f"{PREFIX}:{{cf}}:f:{firing_id}"
+
+
+def campaign_firings() -> str:
+    """Sorted set: firing id by due time (what ``campaigns list`` and the API show as recent / missed)."""
+    return f"{PREFIX}:{{cf}}:index"
+
+
+def campaign_pending() -> str:
+    """Sorted set: firing id by claim time, while claimed and not finished (a crashed claim is retaken)."""
+    return f"{PREFIX}:{{cf}}:pending"
+
+
+def campaign_last_tick() -> str:
+    """String: the time up to which the campaign runner has looked (epoch seconds; only grows)."""
+    return f"{PREFIX}:{{cf}}:tick"
+
+
+def campaign_switches() -> str:
+    """Hash: "campaign|scope" → "1" (on) / "0" (off); scope is "*", "d:<district>" or "s:<school>"."""
+    return f"{PREFIX}:campaigns:switches"
+
+
+def campaign_custom() -> str:
+    """Hash: campaign id → JSON of an admin-made campaign (the same keys as a schedules/*.toml file)."""
+    return f"{PREFIX}:campaigns:custom"
+
+
+def alert(alert_id: str) -> str:
+    """Hash: "alert" → the warning as posted (JSON), "d:<district>" → what it fired there (JSON)."""
+    return f"{PREFIX}:alert:{alert_id}"
+
+
+def alerts() -> str:
+    """Sorted set: alert id by the time it was first received (recent warnings for the console)."""
+    return f"{PREFIX}:alerts"

@@ -1,0 +1,106 @@
+"""`bot send notice` and `bot report notice` as real processes on the configured Redis."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import cast
+
+import pytest
+from test_notices_api import openid_of, seed
+
+from bot.config import Config
+from bot.notices.report import REPORT_COLUMNS
+from bot.notices.service import NoticeService
+from bot.roster.store import RosterStore
+from bot.store import keys
+from bot.store.redis import Redis
+from bot.web.tokens import TokenStore
+
+
+def bot(redis_url: str, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BOT")}
+    clean |= {"BOT__REDIS__URL": redis_url, **env}
+    command = [sys.executable, "-m", "bot", *args]
+    return subprocess.run(command, env=clean, input=stdin, capture_output=True, text=True, timeout=30, check=False)
+
+
+QUESTION = ["--question", "有人落水怎么办？", "--option", "自己下水", "--option", "呼救找大人"]
+SEND = ["send", "notice", "--title", "防溺水安全提醒", "--sender", "平安路小学", "--body", "请提醒孩子不私自下水。"]
+
+
+@pytest.fixture
+async def roster(redis: Redis) -> RosterStore:
+    return await seed(redis)
+
+
+async def test_send_notice_plans_and_a_repeated_key_sends_nothing_new(roster: RosterStore, redis_url: str) -> None:
+    args = [*SEND, "--school", "s1", "--class", "3-1", "--as-admin", "school:s1", "--key", "weekly-1"]
+    first = bot(redis_url, *args)
+    assert first.returncode == 0, first.stderr
+    assert "students targeted" in first.stdout and "created" in first.stdout
+    again = bot(redis_url, *args)
+    assert again.returncode == 0 and "already exists" in again.stdout
+    assert await roster.r.zcard(keys.notices_by_time()) == 1
+
+
+async def test_send_notice_shows_the_quota_warning(roster: RosterStore, redis_url: str) -> None:
+    done = bot(redis_url, *SEND, "--district", "d1", "--as-admin", "district:d1", BOT__WECHAT__TEMPLATE_QUOTA="3")
+    assert done.returncode == 0, done.stderr
+    assert "warning: 今日模板消息额度不足" in done.stdout and "cards today" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (["--title", "一" * 21, "--school", "s1", "--as-admin", "school:s1"], "title:"),
+        (["--school", "nope", "--as-admin", "school:s1"], "school:"),
+        (["--school", "s1", "--class", "9-9", "--as-admin", "school:s1"], "class:"),
+        (["--school", "s2", "--as-admin", "school:s1"], "audience:"),
+        (["--school", "s1", "--deadline", "2000-01-01 08:00", "--as-admin", "school:s1"], "deadline:"),
+        (["--school", "s1", *QUESTION, "--answer", "3", "--as-admin", "school:s1"], "answer:"),
+        (["--school", "s1", "--as-token", "sbt_wrong"], "as-token:"),
+        (["--school", "s1", "--as-admin", "teacher:x"], "as-admin:"),
+    ],
+)
+async def test_a_bad_value_exits_2_naming_it(roster: RosterStore, redis_url: str, extra: list[str], field: str) -> None:
+    done = bot(redis_url, *SEND, *extra)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith(field) and "Traceback" not in done.stderr
+    assert await roster.r.zcard(keys.notices_by_time()) == 0
+
+
+async def test_send_as_a_token_from_stdin_and_report_with_csv(
+    roster: RosterStore, redis: Redis, redis_url: str, config: Config, tmp_path: Path
+) -> None:
+    token, _ = await TokenStore(redis).create("ops", "school_admin", "d1", "s1")
+    args = [*SEND, "--school", "s1", "--mode", "understand", *QUESTION, "--answer", "2", "--urgent", "--as-token", "-"]
+    sent = bot(redis_url, *args, stdin=token + "\n")
+    assert sent.returncode == 0, sent.stderr
+    [nid] = cast(list[str], await redis.zrange(keys.notices_by_time(), 0, -1))
+    service = NoticeService(redis, config, roster)
+    notice = await service.get(nid)
+    assert notice is not None and notice.draft.urgent and notice.draft.question is not None
+    assert notice.draft.question.answer == 1 and notice.draft.created_by == "token:ops"
+    await service.confirm(nid, openid_of("s1a"), await roster.who(openid_of("s1a")), answer=1)
+
+    out = tmp_path / "report.csv"
+    report = bot(redis_url, "report", "notice", nid, "--csv", str(out))
+    assert report.returncode == 0, report.stderr
+    assert "三年级（1）班" in report.stdout and "全部合计" in report.stdout and "1 (20%)" in report.stdout
+    rows = list(csv.DictReader(out.read_text(encoding="utf-8-sig").splitlines()))
+    assert list(rows[0]) == list(REPORT_COLUMNS) and rows[-1]["confirmed"] == "1"
+
+    missing_csv = tmp_path / "missing.csv"
+    one = bot(redis_url, "report", "notice", nid, "--school", "s1", "--class", "3-1", "--missing",
+              "--missing-csv", str(missing_csv))  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert "张伟" in one.stdout and "未绑定" in one.stdout and "王小明" not in one.stdout
+    assert "张伟" in missing_csv.read_text(encoding="utf-8-sig")
+
+    assert bot(redis_url, "report", "notice", "nope").returncode == 1
+    assert bot(redis_url, "report", "notice", nid, "--school", "s9").returncode == 1
+    assert bot(redis_url, "report", "notice", nid, "--class", "3-1").returncode == 2
