@@ -22,12 +22,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
 from bot.app import create_app
 from bot.config import Config
 from bot.delivery.outbox import enqueue_text
+from bot.demo_data import DEMO_SCHOOL
 from bot.scheduler import build_scheduler
 from bot.serve import build_worker, start_site, wait_for_signal
 from bot.store.embedded import EmbeddedRedis
@@ -48,7 +50,8 @@ class Demo:
     http: aiohttp.ClientSession
     bot_url: str
     parents: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    teacher: str = ""
 
 
 Step = Callable[[Demo], Awaitable[str | None]]
@@ -153,6 +156,158 @@ async def one_token(demo: Demo) -> str:
     return "1 token fetch for worker, scheduler, serve and a second client"
 
 
+@step("the demo school's roster is imported (re-importing changes nothing)")
+async def import_roster(demo: Demo) -> str:
+    from bot.demo_data import path
+    from bot.roster.chat import forget_directory
+    from bot.roster.importer import apply, apply_schools, parse_roster, parse_schools, validate
+    from bot.roster.store import RosterStore
+
+    await apply_schools(demo.redis, parse_schools(path("schools.csv")))
+    report = validate(parse_roster(path("roster.csv")), await RosterStore(demo.redis).schools())
+    await apply(demo.redis, report)
+    again = await apply(demo.redis, validate(parse_roster(path("roster.csv")), await RosterStore(demo.redis).schools()))
+    expect(again.changes == 0, f"re-import changed {again.changes} rows")
+    forget_directory()
+    return f"{report.total} students, {len(report.rejected)} rejected rows; re-import: 0 changes"
+
+
+async def _class(demo: Demo, class_id: str) -> Any:
+    from bot.roster.store import RosterStore
+
+    info = await RosterStore(demo.redis).class_info(DEMO_SCHOOL, class_id)
+    expect(info is not None, f"no class {class_id}")
+    return info
+
+
+@step("a class teacher joins with an invite code")
+async def teacher_joins(demo: Demo) -> str:
+    from bot.roster.store import RosterStore
+
+    [demo.teacher] = await demo.emulator.create_followers(1)
+    code = await RosterStore(demo.redis).create_teacher_invite(DEMO_SCHOOL, ["3-2"], "c", 3600)
+    reply = (await demo.emulator.send_text(demo.teacher, code)).text or ""
+    expect("班主任" in reply, f"unexpected: {reply!r}")
+    return reply.splitlines()[0]
+
+
+@step("parents bind: by QR scan (one wrong proof first), by class code, and one parent with two children")
+async def parents_bind(demo: Demo) -> str:
+    klass, first = await _class(demo, "3-2"), await _class(demo, "1-1")
+    demo.families = await demo.emulator.create_followers(3)
+    a, b, c = demo.families
+    script = [
+        (a, None, "王小明", "0000"), (a, None, "王小明", "0321"), (b, klass.code, "孟婧语", "0322"),
+        (b, first.code, "王小红", "0101"), (c, klass.code, "付宇", "0323"),
+    ]  # fmt: skip
+    wrong = ""
+    for openid, code, name, proof in script:
+        if code is None:
+            if not wrong:
+                result = await demo.emulator.scan(openid, f"bind:{klass.code}")
+                expect("姓名" in (result.text or ""), f"scan: {result.text!r}")
+        else:
+            await demo.emulator.send_text(openid, code)
+        await demo.emulator.send_text(openid, name)
+        reply = (await demo.emulator.send_text(openid, proof)).text or ""
+        if proof == "0000":
+            expect("没有对上" in reply, f"a wrong proof was accepted: {reply!r}")
+            wrong = reply
+            continue
+        reply = (await demo.emulator.send_text(openid, "妈妈")).text or ""
+        expect("绑定成功" in reply, f"{name}: {reply!r}")
+    mine = (await demo.emulator.send_text(b, "我的孩子")).text or ""
+    expect("王小红" in mine and "孟婧语" in mine, f"two children: {mine!r}")
+    return "wrong proof: " + wrong.splitlines()[0]
+
+
+@step("the teacher sends a class notice from the chat, with a question to check it was understood")
+async def teacher_sends(demo: Demo) -> str:
+    t = demo.teacher
+    for text in ["发通知", "周末防溺水提醒", "周末请看护好孩子：不去河边、水库、池塘玩水；不独自游泳。", "3",
+                 "孩子可以和同学结伴去河边玩水吗？", "可以 不可以", "2", "2"]:  # fmt: skip
+        await demo.emulator.send_text(t, text)
+    reply = (await demo.emulator.send_text(t, "发送")).text or ""
+    expect("已发送" in reply, f"not sent: {reply!r}")
+    for _ in range(200):
+        got = [len((await demo.emulator.inbox(o))["template"]) for o in demo.families]
+        if all(got):
+            return reply.splitlines()[0]
+        await asyncio.sleep(0.05)
+    raise StepFailed(f"cards arrived: {got}")
+
+
+async def _open_page(demo: Demo, openid: str, url: str) -> tuple[aiohttp.ClientSession, str, str]:
+    """Play the parent's phone: the card's link, WeChat's silent OAuth (the emulator), our page."""
+    browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with browser.get(url, allow_redirects=False) as resp:
+        authorize = resp.headers["Location"].partition("#")[0]
+    async with browser.get(authorize + f"&emulator_openid={openid}", allow_redirects=False) as resp:
+        callback = resp.headers["Location"]
+    async with browser.get(callback) as resp:
+        return browser, str(resp.url), await resp.text()
+
+
+@step("a parent opens the card, answers wrongly, sees the right answer, then confirms")
+async def parent_confirms_on_page(demo: Demo) -> str:
+    import re
+
+    a = demo.families[0]
+    [card] = (await demo.emulator.inbox(a))["template"]
+    browser, url, page = await _open_page(demo, a, card["url"])
+    try:
+        expect("防溺水" in page and "王小明" in page, "the page does not show the notice")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        expect(csrf is not None, "no form on the page")
+        assert csrf is not None
+        form = url.split("?")[0] + "/confirm"
+        async with browser.post(form, data={"csrf": csrf.group(1), "answer": "0"}) as resp:
+            wrong = await resp.text()
+        expect("不可以" in wrong, "the right answer was not shown")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', wrong)
+        assert csrf is not None
+        async with browser.post(form, data={"csrf": csrf.group(1), "answer": "1"}) as resp:
+            done = await resp.text()
+        expect("已确认" in done, "not confirmed")
+    finally:
+        await browser.close()
+    return "page → wrong answer → right answer shown → confirmed"
+
+
+@step("another parent confirms by replying 确认 in the chat")
+async def parent_confirms_in_chat(demo: Demo) -> str:
+    b = demo.families[1]
+    question = (await demo.emulator.send_text(b, "确认")).text or ""
+    expect("小问题" in question, f"no question: {question!r}")
+    reply = (await demo.emulator.send_text(b, "B")).text or ""
+    expect("已确认" in reply, f"not confirmed: {reply!r}")
+    return reply
+
+
+@step("reminders go privately to the family who has not confirmed, then the teacher gets the list")
+async def follow_up(demo: Demo) -> str:
+    from bot.notices.followup import sweep
+    from bot.notices.service import NoticeService
+    from bot.roster.store import RosterStore
+
+    notices = NoticeService(demo.redis, demo.config, RosterStore(demo.redis))
+    now = time.time()
+    rounds = 0
+    for hours in (2.1, 24.1, 25.5):  # time runs faster in the demo
+        rounds += await sweep(notices, now=now + hours * 3600)
+    expect(rounds == 3, f"{rounds} follow-up rounds ran")
+    a, b, c = demo.families
+    for _ in range(200):
+        counts = [len((await demo.emulator.inbox(o))["template"]) for o in (a, b, c, demo.teacher)]
+        if counts == [1, 1, 3, 1]:
+            break
+        await asyncio.sleep(0.05)
+    expect(counts == [1, 1, 3, 1], f"cards per family and teacher: {counts}")
+    missing = (await demo.emulator.send_text(demo.teacher, "未确认")).text or ""
+    expect("付宇" in missing and "王小明" not in missing, f"teacher's list: {missing!r}")
+    return "2 reminders to 付宇's family only; teacher: " + missing.splitlines()[1]
+
+
 # -- running ----------------------------------------------------------------------------------
 def demo_config(cfg: Config, *, once: bool) -> tuple[Config, str | None]:
     """Fill in what the demo needs: emulator credentials, the emulator as API base, free ports."""
@@ -161,6 +316,9 @@ def demo_config(cfg: Config, *, once: bool) -> tuple[Config, str | None]:
     w.app_secret = w.app_secret or secrets.token_hex(16)
     w.token = w.token or secrets.token_hex(8)
     w.aes_key = w.aes_key or base64.b64encode(secrets.token_bytes(32)).decode()[:43]
+    # The demo runs at any hour: no quiet hours, reminders whenever the walkthrough fires them.
+    cfg.delivery.quiet_start = cfg.delivery.quiet_end = "00:00"
+    cfg.notices.reminder_window_start, cfg.notices.reminder_window_end = "00:00", "23:59"
     tmpdir = None
     if once:
         # A run of its own: fresh Redis data, ports nobody else uses (a `make demo` may be running).
