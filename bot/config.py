@@ -141,6 +141,12 @@ class NoticesConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    retention_days: int = 365
+    retention_at: str = "03:30"
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
     json: bool = False
@@ -185,6 +191,7 @@ class Config:
     roster: RosterConfig = field(default_factory=RosterConfig)
     notices: NoticesConfig = field(default_factory=NoticesConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -368,6 +375,7 @@ def _validate(cfg: Config) -> None:
         "delivery.batch_size": cfg.delivery.batch_size,
         "notices.default_deadline_hours": cfg.notices.default_deadline_hours,
         "notices.recent_days": cfg.notices.recent_days,
+        "privacy.retention_days": cfg.privacy.retention_days,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -393,7 +401,7 @@ def _validate(cfg: Config) -> None:
     if cfg.wechat.aes_key:
         check_aes_key(cfg.wechat.aes_key, src)
     for key in ("delivery.quiet_start", "delivery.quiet_end", "notices.reminder_window_start",
-                "notices.reminder_window_end"):  # fmt: skip
+                "notices.reminder_window_end", "privacy.retention_at"):  # fmt: skip
         section, name = key.split(".")
         _check_clock(key, getattr(getattr(cfg, section), name), src)
     for key in ("notices.template_keys", "notices.teacher_template_keys"):

@@ -67,6 +67,16 @@ def build_scheduler(cfg: Config, redis: Redis, api: WeChatAPI) -> SchedulerConte
 
     scheduler.add_job(follow_up, "interval", seconds=cfg.scheduler.sweep_interval, id="followups",
                       coalesce=True, max_instances=1)  # fmt: skip
+    from bot.campaigns.runner import schedule as schedule_campaigns
+
+    schedule_campaigns(ctx)
+    from bot.privacy import retention_sweep
+
+    async def retention() -> None:
+        await retention_sweep(redis, cfg)
+
+    hour, minute = (int(x) for x in cfg.privacy.retention_at.split(":"))
+    scheduler.add_job(retention, "cron", hour=hour, minute=minute, id="retention", coalesce=True, max_instances=1)
     for setup in JOBS:
         setup(ctx)
     return ctx

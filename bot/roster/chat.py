@@ -219,7 +219,12 @@ async def unbind_confirmed(store: RosterStore, state: ChatState, texts: Texts, o
     if child is None:
         return texts.render("roster/nothing_bound")
     after = await store.unbind_guardian(openid, child)
-    return texts.render("roster/unbound", child=name, erased=not after.children and not after.teaches)
+    erased = not after.children and not after.teaches
+    if erased:  # nothing links this person any more: delete what we kept about them
+        from bot.privacy import erase_guardian
+
+        await erase_guardian(store.r, openid)
+    return texts.render("roster/unbound", child=name, erased=erased)
 
 
 # -- teachers -----------------------------------------------------------------------------------

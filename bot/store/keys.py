@@ -157,6 +157,16 @@ def notices_by_time() -> str:
     return f"{PREFIX}:notices"
 
 
+def notices_by_school(school: str) -> str:
+    """Sorted set: notices addressed to (part of) one school, by creation time."""
+    return f"{school_tag(school)}:notices"
+
+
+def notices_by_district(district: str) -> str:
+    """Sorted set: district-wide notices, by creation time."""
+    return f"{PREFIX}:{{d:{district}}}:notices"
+
+
 def template_msg(msgid: str) -> str:
     """String: "notice id" for a sent card's msgid, kept until WeChat reports delivery."""
     return f"{PREFIX}:tmsg:{msgid}"
