@@ -4,24 +4,32 @@
 silent) and comes back through ``GET /oauth/callback``, which sets the cookie. Only a guardian of a
 student the notice addresses sees it; anyone else gets a kind refusal and none of its content.
 ``POST /n/{id}/confirm``: the form, with a CSRF token bound to the session and the notice.
+``GET /n/{id}/class/{school}/{class}``: the class's list of students without a confirmation, for
+the teachers of that class only (the link in the class teacher's private card after the last
+reminder); same sign-in, same refusal for anyone else, and no name ever reaches anyone else.
 Every answer is a page in Chinese with a next step; nothing shows a traceback.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from bot import clock
 from bot.notices.model import CONFIRMED, UNDERSTOOD, Notice, Record
+from bot.notices.service import REASONS, ClassReport, NoticeService
+from bot.roster.authz import ClassObj, Subject, can
 from bot.roster.model import Who, class_label
 from bot.store import keys
 from bot.web import pages
@@ -31,7 +39,6 @@ from bot.wechat.protocol import mask_openid
 
 if TYPE_CHECKING:
     from bot.app import AppContext
-    from bot.notices.service import NoticeService
     from bot.roster.store import RosterStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,10 @@ log = logging.getLogger(__name__)
 _NOTICE_ID = re.compile(r"^[0-9a-z]{1,32}$")
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
+# bot.roster.model.check_id; a class is "<grade 0-12>-<class>", the class part from parse_class
+_SCHOOL_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_CLASS_ID = re.compile(r"^(?:[0-9]|1[0-2])-[^\s/|%\x00-\x1f\x7f]{1,8}$")
+_CLASS_KEY = re.compile(r"^[A-Za-z0-9_-]{10}$")
 REGISTERED: web.AppKey[bool] = web.AppKey("notice_pages", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,6 +99,20 @@ def broken() -> web.Response:
     )
 
 
+def class_refused() -> web.Response:
+    return pages.message(
+        403,
+        "这份名单只给本班老师看",
+        "为保护每个家庭的隐私，只有这个班的老师可以查看未确认名单。",
+        "如果您是这个班的老师，请先在公众号对话中用学校给的邀请码绑定班级，再从消息卡片点开。",
+        icon="🔒",
+    )
+
+
+def class_not_found() -> web.Response:
+    return pages.message(404, "没有找到这个班的名单", "这条通知没有发给这个班，或链接不完整。", AGAIN, icon="🔍")
+
+
 def _kind(handler: Handler) -> Handler:
     """Whatever fails, the parent gets a page that says what to do, never a traceback."""
 
@@ -109,6 +134,81 @@ def _kind(handler: Handler) -> Handler:
 def _when(ts: float) -> str:
     t = clock.local(ts)
     return f"{t.month}月{t.day}日 {t:%H:%M}"
+
+
+# What each reason means for the teacher, and what they can do about it (REASONS has the label).
+REASON_HINTS = {
+    "no_guardian": "还没有家长绑定孩子，收不到任何通知。可私下请家长在公众号对话中发送班级码绑定。",
+    "unfollowed": "家长已取消关注公众号，收不到通知。",
+    "not_reached": "通知还没有送到家长（可能仍在发送，或被微信拒收）。",
+    "not_opened": "通知已发给家长，家长还没有点开。",
+    "not_confirmed": "家长已查看通知，还没有确认。",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One row of the class's funnel: how many students got this far, of those the notice addresses."""
+
+    label: str
+    count: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.count / self.total) if self.total else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """The students without a confirmation for one reason: names only (no ids, openids or phones)."""
+
+    label: str
+    hint: str
+    names: tuple[str, ...]
+
+
+def class_steps(report: ClassReport, mode: str) -> list[Step]:
+    """The funnel counted in students (families), so every row is a share of the same class.
+
+    The service counts cards per guardian (two parents, two cards) and confirmations per student;
+    the reasons of the missing students turn the guardian steps into "some guardian of this child
+    got this far", and a confirmed child's family has, of course, received and read the notice."""
+    f = report.funnel
+    reasons = Counter(reason for _sid, _name, reason in report.missing)
+    opened = f.confirmed + reasons["not_confirmed"]
+    reached = opened + reasons["not_opened"]
+    steps = [
+        Step("应通知", f.targeted, f.targeted),
+        Step("已送达", reached, f.targeted),
+        Step("已查看", opened, f.targeted),
+    ]
+    if mode != "none":
+        steps.append(Step("已确认", f.confirmed, f.targeted))
+    if mode == "understand":
+        steps.append(Step("答对问题", f.understood, f.targeted))
+    return steps
+
+
+def missing_groups(report: ClassReport) -> list[Missing]:
+    """The students without a confirmation, grouped by reason in REASONS' order (then any other)."""
+    by_reason: dict[str, list[str]] = {}
+    for _sid, name, reason in report.missing:
+        by_reason.setdefault(reason, []).append(name)
+    order = [*REASONS, *sorted(set(by_reason) - set(REASONS))]
+    return [
+        Missing(REASONS.get(r, "未确认"), REASON_HINTS.get(r, ""), tuple(by_reason[r])) for r in order if r in by_reason
+    ]
+
+
+def class_key(school: str, class_id: str) -> str:
+    """A short, stable name for a class in a path (not a secret: the page checks who may see it)."""
+    digest = hashlib.sha256(f"{school}/{class_id}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:10]
+
+
+def class_path(notice_id: str, school: str, class_id: str) -> str:
+    return f"/n/{notice_id}/class/{quote(school, safe='')}/{quote(class_id, safe='')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +242,19 @@ class NoticePages:
         return sec.read_session(request.cookies.get(sec.SESSION_COOKIE), self.key)
 
     # -- logging in through WeChat ---------------------------------------------------------------
-    def login(self, request: web.Request, path: str) -> web.Response:
-        """Off to WeChat's silent OAuth; the state carries where to come back, bound to this browser."""
+    def login(self, request: web.Request, path: str, *, short: str = "") -> web.Response:
+        """Off to WeChat's silent OAuth; the state carries where to come back, bound to this browser.
+
+        WeChat allows a state of 128 bytes; a path too long for it comes back through ``short``."""
         nonce = request.cookies.get(sec.OAUTH_COOKIE, "")
         if not _NONCE.match(nonce):
             nonce = sec.new_nonce()  # reused while valid: two quick taps must not break each other
-        state = sec.make_state(path, nonce, self.key)
+        try:
+            state = sec.make_state(path, nonce, self.key)
+        except ValueError:
+            if not short:
+                raise
+            state = sec.make_state(short, nonce, self.key)
         redirect_uri = f"{self.config.server.base_url()}/oauth/callback"
         response = pages.redirect(self.ctx.api.oauth_authorize_url(redirect_uri, state))
         sec.set_cookie(response, sec.OAUTH_COOKIE, nonce, max_age=sec.STATE_MAX_AGE, secure=self.secure)
@@ -305,6 +412,68 @@ class NoticePages:
             return not_found()
         return pages.redirect(back, status=303)  # no_confirmation: the page says nothing is needed
 
+    # -- a class's list, for its teachers ---------------------------------------------------------
+    async def class_list(self, request: web.Request) -> web.StreamResponse:
+        notice_id = request.match_info["id"]
+        school, class_id = request.match_info["school"], request.match_info["class_id"]
+        if not (_NOTICE_ID.match(notice_id) and _SCHOOL_ID.match(school) and _CLASS_ID.match(class_id)):
+            return not_found()
+        session = self.session(request)
+        if session is None:
+            short = f"/n/{notice_id}/c/{class_key(school, class_id)}"
+            try:
+                return self.login(request, class_path(notice_id, school, class_id), short=short)
+            except ValueError:  # not even the short way fits: no notice of ours has such an id
+                return not_found()
+        notice = await self.notices.cached(notice_id)
+        if notice is None:
+            return not_found()
+        schools = await self.roster.schools()
+        districts = {s.id: s.district for s in schools.values()}
+        subject = Subject.from_who(session.openid, await self.roster.who(session.openid), districts)
+        district = districts.get(school, "")
+        if not can(subject, "view", ClassObj(district, school, class_id)):
+            log.info("class list %s/%s of %s refused to %s", school, class_id, notice_id, mask_openid(session.openid))
+            return class_refused()
+        addressed = any(s.covers_class(district, school, class_id) for s in notice.draft.audience)
+        if not district or not addressed or await self.roster.class_info(school, class_id) is None:
+            return class_not_found()
+        reports = await self.notices.class_reports(notice, classes=[(school, class_id)])
+        if not reports:
+            return class_not_found()
+        report = reports[0]
+        draft = notice.draft
+        now = clock.now()
+        context: dict[str, Any] = {
+            "notice": draft,
+            "mode": draft.mode,
+            "deadline": _when(draft.deadline) if draft.deadline else "",
+            "overdue": bool(draft.deadline) and now > draft.deadline,
+            "school_name": schools[school].name,
+            "class_label": report.label,
+            "steps": class_steps(report, draft.mode),
+            "missing": len(report.missing),
+            "groups": missing_groups(report) if draft.mode != "none" else [],
+            "updated": _when(now),
+        }
+        return pages.render("class_list.html", **context)
+
+    async def class_link(self, request: web.Request) -> web.StreamResponse:
+        """``/n/{id}/c/{key}``: the way back from WeChat when the list's own path is too long for
+        the OAuth state (a long school id, a class named in Chinese): on to the signed-in teacher's
+        class with that key. Nobody reaches a class they do not teach this way either."""
+        notice_id, key = request.match_info["id"], request.match_info["key"]
+        if not (_NOTICE_ID.match(notice_id) and _CLASS_KEY.match(key)):
+            return not_found()
+        session = self.session(request)
+        if session is None:
+            return self.login(request, f"/n/{notice_id}/c/{key}")
+        who = await self.roster.who(session.openid)
+        for t in who.teaches:
+            if class_key(t.school, t.class_id) == key:
+                return pages.redirect(class_path(notice_id, t.school, t.class_id), status=303)
+        return class_refused()
+
 
 def _flash(flag: str, done: bool) -> str:
     """The result of the last submission, as far as it still holds: thanks once done, else the hint."""
@@ -319,11 +488,14 @@ def _first(form: dict[str, list[str]], name: str) -> str:
 
 
 def register(ctx: AppContext) -> None:
-    """Add the notice page and the OAuth callback to the app (once, however often it is called)."""
+    """Add the notice page, the class lists and the OAuth callback to the app (once, however often
+    it is called)."""
     if ctx.app.get(REGISTERED):
         return
     ctx.app[REGISTERED] = True
     p = NoticePages(ctx)
     ctx.app.router.add_get("/n/{id}", _kind(p.show))
     ctx.app.router.add_post("/n/{id}/confirm", _kind(p.confirm))
+    ctx.app.router.add_get("/n/{id}/class/{school}/{class_id}", _kind(p.class_list))
+    ctx.app.router.add_get("/n/{id}/c/{key}", _kind(p.class_link))
     ctx.app.router.add_get("/oauth/callback", _kind(p.callback))
