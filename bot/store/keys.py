@@ -99,9 +99,6 @@ def teacher_invite(code: str) -> str:
     return f"{PREFIX}:tinvite:{code}"
 
 
-def account(username: str) -> str:
-    """A console account: role, scope, password hash."""
-    return f"{PREFIX}:acct:{username}"
 
 
 # -- per WeChat app: the shared access_token ------------------------------------------------
@@ -301,3 +298,41 @@ def alert(alert_id: str) -> str:
 def alerts() -> str:
     """Sorted set: alert id by the time it was first received (recent warnings for the console)."""
     return f"{PREFIX}:alerts"
+
+
+# -- the web console: accounts, sessions, login throttling, audit log, class QR tickets ------------
+def account(username: str) -> str:
+    """Hash: a console account: role, district, school, classes, password hash, created, updated."""
+    return f"{PREFIX}:acct:{username}"
+
+
+def accounts() -> str:
+    """Hash: username → "role|district|school" (lists accounts without scanning keys)."""
+    return f"{PREFIX}:accts"
+
+
+def console_session(session_hash: str) -> str:
+    """Hash: one console session (user, kind, created, csrf nonce), keyed by the SHA-256 of its cookie;
+    expires after the idle timeout (renewed on use)."""
+    return f"{PREFIX}:csess:{session_hash}"
+
+
+def console_user_sessions(user: str) -> str:
+    """Set: the session hashes of one console user (a password change ends them all)."""
+    return f"{PREFIX}:csess-of:{user}"
+
+
+def login_failures(kind: str, value: str) -> str:
+    """Counter: failed console logins for an account (kind "a") or a client address ("ip") in the
+    current window (expires with it)."""
+    return f"{PREFIX}:lfail:{kind}:{value}"
+
+
+def audit_log(district: str) -> str:
+    """Stream: the console's audit entries for one district (who did what to whom, when); capped."""
+    return f"{PREFIX}:{{d:{district}}}:audit"
+
+
+def class_qr_tickets(school: str) -> str:
+    """Hash: class id → the ticket of the class's permanent WeChat QR code (made once, printed often)."""
+    return f"{school_tag(school)}:qr"
