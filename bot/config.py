@@ -141,6 +141,11 @@ class NoticesConfig:
 
 
 @dataclass
+class LessonsConfig:
+    pass_mark: float = 0.8
+
+
+@dataclass
 class PrivacyConfig:
     retention_days: int = 365
     retention_at: str = "03:30"
@@ -192,6 +197,7 @@ class Config:
     notices: NoticesConfig = field(default_factory=NoticesConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    lessons: LessonsConfig = field(default_factory=LessonsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -386,6 +392,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("emulator.port", src, f"must be a TCP port, not {cfg.emulator.port}")
     if cfg.wechat.reply_budget >= 5:
         raise ConfigError("wechat.reply_budget", src, "must stay under WeChat's 5 s deadline")
+    if not 0 < cfg.lessons.pass_mark <= 1:
+        raise ConfigError("lessons.pass_mark", src, "must be a share between 0 and 1, e.g. 0.8 for 80%")
     if cfg.delivery.family_daily_cap < 0:
         raise ConfigError("delivery.family_daily_cap", src, "must be 0 (no cap) or more")
     if not 0 <= cfg.emulator.busy_rate <= 1:

@@ -308,6 +308,35 @@ async def follow_up(demo: Demo) -> str:
     return "2 reminders to 付宇's family only; teacher: " + missing.splitlines()[1]
 
 
+@step("a parent and child take a two-minute lesson in the chat; the class's three rates")
+async def lesson(demo: Demo) -> str:
+    from bot.lessons import library
+    from bot.lessons.progress import LessonStore
+    from bot.lessons.report import build_report, rates_line
+    from bot.roster.store import RosterStore
+
+    c = demo.families[2]  # 付宇's family
+    first = (await demo.emulator.send_text(c, "学习")).text or ""
+    expect("开始" in first, f"no lesson offered: {first!r}")
+    reply = (await demo.emulator.send_text(c, "开始")).text or ""
+    progress = await LessonStore(demo.redis).progress(c, DEMO_SCHOOL, "20260323")
+    expect(progress is not None, "no lesson in progress")
+    assert progress is not None
+    lesson = library().get(progress.lesson)
+    expect(lesson is not None, f"unknown lesson {progress.lesson}")
+    assert lesson is not None
+    for _ in range(len(lesson.segments)):
+        if any(q.text[:8] in reply for q in lesson.questions):
+            break
+        reply = (await demo.emulator.send_text(c, "继续")).text or ""
+    for q in lesson.questions:
+        reply = (await demo.emulator.send_text(c, q.answer)).text or ""
+    expect("分" in reply or "通过" in reply or "合格" in reply, f"no score: {reply!r}")
+    report = await build_report(demo.redis, RosterStore(demo.redis), school=DEMO_SCHOOL, class_id="3-2")
+    score = next((line for line in reply.splitlines() if "分" in line), reply.splitlines()[0])
+    return f"{lesson.title}: {score}\n        三年级（2）班 {rates_line(report.totals)}"
+
+
 # -- running ----------------------------------------------------------------------------------
 def demo_config(cfg: Config, *, once: bool) -> tuple[Config, str | None]:
     """Fill in what the demo needs: emulator credentials, the emulator as API base, free ports."""

@@ -16,21 +16,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cliutil import report_group
+from bot.config import Config
+
 if TYPE_CHECKING:
-    from bot.config import Config
-
-    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def report_group(sub: SubParsers, common: argparse.ArgumentParser) -> SubParsers:
-    """The ``report`` command's sub-commands, shared by every capability that reports."""
-    existing = sub.choices.get("report")
-    if existing is not None:
-        for action in existing._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action
-    parser = sub.add_parser("report", parents=[common], help="reports: lessons, notices, ...")
-    return parser.add_subparsers(dest="report", required=True, metavar="WHAT")
+    from bot.cliutil import SubParsers
 
 
 def add_commands(sub: SubParsers, common: argparse.ArgumentParser) -> None:

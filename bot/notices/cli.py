@@ -69,7 +69,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     who.add_argument("--as-admin", metavar="SCOPE", help="act as an admin of district:D or school:S (operators)")
     n.set_defaults(func=_cmd_send_notice)
 
-    from bot.lessons.cli import report_group  # `report` is shared: whichever capability comes first creates it
+    from bot.cliutil import report_group  # `report` is shared: whichever capability comes first creates it
 
     r = report_group(sub, common).add_parser(
         "notice",

@@ -286,6 +286,7 @@ class RosterStore:
 
     async def unbind_guardian(self, openid: str, child: ChildRef) -> Who:
         await self._drop_link(keys=[keys.class_guardians(child.school, child.class_id)], args=[child.student, openid])
+        await self.r.delete(keys.lesson_progress(openid, child.school, child.student))
         who = await self._update_who(openid, lambda w: w.without_child(child.school, child.student))
         if not who.children and not who.teaches:
             await self.forget_user(openid)
@@ -301,6 +302,7 @@ class RosterStore:
         """Remove a guardian from every child and delete their data (``bot privacy erase``, 解绑 all)."""
         who = await self.who(openid)
         for child in who.children:
+            await self.r.delete(keys.lesson_progress(openid, child.school, child.student))
             await self._drop_link(
                 keys=[keys.class_guardians(child.school, child.class_id)], args=[child.student, openid]
             )
