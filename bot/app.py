@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from wechatpy.messages import BaseMessage
 
-from bot import notices, roster
+from bot import campaigns, lessons, notices, roster
 from bot.chat import basic
 from bot.chat.engine import ChatEngine, render_reply
 from bot.chat.router import Router
@@ -47,7 +47,7 @@ class AppContext:
 Capability = Callable[[AppContext], None]
 
 # The capabilities, in the order their chat handlers are tried.
-CAPABILITIES: list[Capability] = [roster.setup, notices.setup]
+CAPABILITIES: list[Capability] = [roster.setup, notices.setup, lessons.setup, campaigns.setup]
 
 
 def build_menu(buttons: list[dict[str, Any]]) -> dict[str, Any]:

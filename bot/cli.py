@@ -12,9 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bot.bench.cli import add_commands as _bench_commands
+from bot.campaigns.admin import add_commands as _campaign_commands
 from bot.config import Config, ConfigError, load_config
+from bot.lessons.cli import add_commands as _lesson_commands
 from bot.logs import setup_logging
 from bot.notices.cli import add_commands as _notice_commands
+from bot.privacy import add_commands as _privacy_commands
 from bot.roster.cli import add_commands as _roster_commands
 from bot.store.embedded import EmbeddedRedisError
 from bot.web.tokens import add_commands as _token_commands
@@ -26,6 +29,9 @@ EXTRA_COMMANDS: list[
 ] = []
 EXTRA_COMMANDS += [_roster_commands, _bench_commands]  # import, teacher, classes; bench
 EXTRA_COMMANDS += [_notice_commands, _token_commands]  # send notice, report notice; admin token
+EXTRA_COMMANDS += [_lesson_commands]  # report lessons (joins the report group notices created)
+EXTRA_COMMANDS += [_campaign_commands]  # campaigns list|preview|enable|disable|render|save|remove|check
+EXTRA_COMMANDS += [_privacy_commands]  # privacy erase|retention
 
 
 def _cmd_serve(cfg: Config, args: argparse.Namespace) -> int:

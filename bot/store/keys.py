@@ -291,7 +291,8 @@ def campaign_custom() -> str:
 
 
 def alert(alert_id: str) -> str:
-    """Hash: "alert" → the warning as posted (JSON), "d:<district>" → what it fired there (JSON)."""
+    """Hash: "first" / "last" → the warning and the answer given (JSON), "d:<district>" → what it fired
+    there (JSON), "p:<district>" → when a caller of that district posted it. Kept 30 days."""
     return f"{PREFIX}:alert:{alert_id}"
 
 
