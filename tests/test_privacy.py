@@ -36,7 +36,7 @@ async def _world(redis: Redis, config: Config) -> tuple[RosterStore, NoticeServi
 async def test_erasing_a_guardian_removes_links_records_and_their_name_on_confirmations(
     redis: Redis, config: Config
 ) -> None:
-    store, notices, nid = await _world(redis, config)
+    store, _notices, nid = await _world(redis, config)
     done = await erase_guardian(redis, MUM)
     assert done.children_unlinked == 1 and done.notice_records == 1 and done.confirmations_blanked == 1
     assert not await redis.exists(keys.identity(MUM))
@@ -48,7 +48,7 @@ async def test_erasing_a_guardian_removes_links_records_and_their_name_on_confir
 
 
 async def test_retention_keeps_only_the_totals_of_old_notices(redis: Redis, config: Config) -> None:
-    _, notices, nid = await _world(redis, config)
+    _, _notices, nid = await _world(redis, config)
     config.privacy.retention_days = 30
     assert await retention_sweep(redis, config, now=1_000_000.0 + 10 * 86400) == 0
     assert await retention_sweep(redis, config, now=1_000_000.0 + 31 * 86400) == 1
