@@ -141,6 +141,13 @@ class NoticesConfig:
 
 
 @dataclass
+class CampaignsConfig:
+    grace_seconds: int = 21600
+    tick_seconds: int = 60
+    lookback_days: int = 35
+
+
+@dataclass
 class LessonsConfig:
     pass_mark: float = 0.8
 
@@ -198,6 +205,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     lessons: LessonsConfig = field(default_factory=LessonsConfig)
+    campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -382,6 +390,8 @@ def _validate(cfg: Config) -> None:
         "notices.default_deadline_hours": cfg.notices.default_deadline_hours,
         "notices.recent_days": cfg.notices.recent_days,
         "privacy.retention_days": cfg.privacy.retention_days,
+        "campaigns.tick_seconds": cfg.campaigns.tick_seconds,
+        "campaigns.lookback_days": cfg.campaigns.lookback_days,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -30,6 +30,7 @@ from bot.app import create_app
 from bot.config import Config
 from bot.delivery.outbox import enqueue_text
 from bot.demo_data import DEMO_SCHOOL
+from bot.notices.model import card_text as card_title
 from bot.scheduler import build_scheduler
 from bot.serve import build_worker, start_site, wait_for_signal
 from bot.store.embedded import EmbeddedRedis
@@ -335,6 +336,30 @@ async def lesson(demo: Demo) -> str:
     report = await build_report(demo.redis, RosterStore(demo.redis), school=DEMO_SCHOOL, class_id="3-2")
     score = next((line for line in reply.splitlines() if "分" in line), reply.splitlines()[0])
     return f"{lesson.title}: {score}\n        三年级（2）班 {rates_line(report.totals)}"
+
+
+@step("the safety calendar: what goes out in the next 60 days, and one campaign fired to the demo school")
+async def campaigns(demo: Demo) -> str:
+    from bot.campaigns.admin import format_preview
+    from bot.campaigns.runner import build_runner
+
+    runner = build_runner(demo.redis, demo.config)
+    preview = await runner.preview(60, school=DEMO_SCHOOL)
+    expect(preview.entries, "nothing planned in the next 60 days")
+    lines = format_preview(preview, brief=True)
+    entry = preview.entries[0]
+    report = await runner.fire_early(entry.firing)
+    expect(report.fired and report.notices, f"not fired: {report}")
+    parent = demo.families[0]
+    for _ in range(200):
+        cards = (await demo.emulator.inbox(parent))["template"]
+        if any(c["data"].get("thing1") == card_title(entry.rendered.title) for c in cards):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise StepFailed("the campaign's card did not reach the demo school's parents")
+    shown = "\n        ".join(lines[1:6])
+    return f"{lines[0]}\n        {shown}\n        fired now: 【{entry.rendered.title}】 → the demo school's families"
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -295,3 +295,9 @@ async def test_the_teacher_asks_who_has_not_confirmed_and_sees_reasons_privately
     assert "已确认0/3" in reply and "李小红：已查看未确认" in reply and "张伟：未绑定" in reply
     assert "仅您可见" in reply
     assert "仅供班主任" in await world.say(g, "未确认")
+
+
+async def test_concurrent_creations_with_one_key_give_one_notice(world: World) -> None:
+    results = await asyncio.gather(*(world.notices.create(world.draft(), key="race-1") for _ in range(20)))
+    assert len({n.id for n, _ in results}) == 1 and sum(created for _, created in results) == 1
+    assert await world.redis.zcard(keys.notices_by_time()) == 1

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS: Final = 6 * 3600  # TODO config: [campaigns] grace_seconds (a missed firing is still sent this late)
+# Defaults of [campaigns] in the config (grace_seconds, tick_seconds, lookback_days).
+GRACE_SECONDS: Final = 6 * 3600  # a missed firing is still sent this late
 TICK_SECONDS: Final = 60  # how often bot scheduler looks for due firings
 LOOKBACK_SECONDS: Final = 35 * 86400  # after a long outage, firings older than this are not even recorded as missed
 PREVIEW_DAYS_MAX: Final = 400
@@ -178,6 +179,8 @@ class CampaignRunner:
     ) -> None:
         self.r = redis
         self.config = config
+        self.grace = config.campaigns.grace_seconds
+        self.lookback = config.campaigns.lookback_days * 86400
         self.catalog = catalog
         self.roster = roster
         self.notices = notices
@@ -282,7 +285,7 @@ class CampaignRunner:
         now = clock.now() if now is None else now
         report = TickReport()
         last = await self.store.last_tick()
-        since = max(now - GRACE_SECONDS if last is None else last, now - LOOKBACK_SECONDS)
+        since = max(now - self.grace if last is None else last, now - self.lookback)
         schools = await self.roster.schools()
         for record in await self.store.stale_claims(now):
             await self._retake(record, now, schools, report)
@@ -293,14 +296,14 @@ class CampaignRunner:
             for firing in await self.firings(first, last_day, problems=problems):
                 if not since < firing.ts <= now:
                     continue
-                if now - firing.ts > GRACE_SECONDS:
+                if now - firing.ts > self.grace:
                     if await self.store.claim(firing, now, status="missed") == 1:
                         late = (now - firing.ts) / 3600
                         log.warning(
                             "campaign firing %s missed: %.1f h late, more than the grace of %d h",
                             firing.id,
                             late,
-                            GRACE_SECONDS // 3600,
+                            self.grace // 3600,
                         )
                         report.missed.append(firing.id)
                     continue
@@ -361,7 +364,7 @@ class CampaignRunner:
         takes the stale claim over and has the warning's text), and recorded as missed after the grace.
         """
         if record.id.startswith("alert:"):
-            if now - record.due > GRACE_SECONDS:
+            if now - record.due > self.grace:
                 await self.store.finish(record.id, "missed", now, error="interrupted; the warning was not posted again")
                 report.missed.append(record.id)
             return
@@ -379,7 +382,7 @@ class CampaignRunner:
             record.region,
             record.schools,
         )
-        if now - record.due > GRACE_SECONDS:
+        if now - record.due > self.grace:
             existing = await get(self.r, keys.notice_idempotency(record.id))
             if existing:
                 await self.store.finish(record.id, "fired", now, notice=existing)
@@ -536,7 +539,7 @@ def schedule(ctx: SchedulerContext) -> CampaignRunner:
     ctx.scheduler.add_job(
         fire_due,
         "interval",
-        seconds=TICK_SECONDS,
+        seconds=ctx.config.campaigns.tick_seconds,
         id="campaigns",
         coalesce=True,
         max_instances=1,

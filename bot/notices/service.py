@@ -192,17 +192,18 @@ class NoticeService:
         if changes:
             draft = Draft(**{**_fields(draft), **changes})
         notice = Notice(new_notice_id(now), draft, now)
-        if key:
-            if len(key) > 128:
-                raise NoticeError("idempotency_key", "at most 128 characters")
-            claimed = await self.r.set(keys.notice_idempotency(key), notice.id, nx=True, ex=7 * 86400)
-            if not claimed:
-                existing_id = await self.r.get(keys.notice_idempotency(key))
-                existing = await self.get(str(existing_id)) if existing_id else None
-                if existing is not None:
-                    return existing, False
-                await self.r.set(keys.notice_idempotency(key), notice.id, ex=7 * 86400)
+        if key and len(key) > 128:
+            raise NoticeError("idempotency_key", "at most 128 characters")
+        # The notice is written before its key is claimed, so whoever finds the key taken always
+        # finds the winner's notice complete; the loser deletes its own and returns the winner's.
         await self.r.hset(keys.notice(notice.id), mapping=notice.to_redis())  # type: ignore[arg-type]
+        if key and not await self.r.set(keys.notice_idempotency(key), notice.id, nx=True, ex=7 * 86400):
+            await self.r.delete(keys.notice(notice.id))
+            existing_id = await self.r.get(keys.notice_idempotency(key))
+            existing = await self.get(str(existing_id)) if existing_id else None
+            if existing is None:
+                raise NoticeError("idempotency_key", "the notice with this key was deleted; use a new key")
+            return existing, False
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.notices_by_time(), {notice.id: now})
             for scope in draft.audience:  # so a school's or district's list never scans the city's
