@@ -338,3 +338,21 @@ async def test_an_unknown_or_malformed_notice_gets_a_kind_404(world: World) -> N
     for path in ("/n/zzzzzzzzzzzzzz", "/n/NOT-AN-ID", "/n/" + "a" * 60):
         async with page.browser.get(world.base + path, allow_redirects=False) as resp:
             assert resp.status == 404 and "没有找到这条通知" in await resp.text()
+
+
+async def test_a_campaign_notice_with_a_lesson_reminds_the_parent_what_the_child_missed_last_time(
+    world: World,
+) -> None:
+    from bot.lessons import library
+    from bot.lessons.progress import LessonStore
+
+    lesson = library().for_topic_band("drowning", "g1-3")
+    assert lesson is not None
+    missed = lesson.questions[0]
+    await LessonStore(world.redis).finished(
+        SCHOOL, "20260301", lesson.id, right=[], wrong=[missed.id], score_pct=0, passed=False, now=1.0
+    )
+    notice = await world.notice(lesson="drowning", title="防溺水提醒")
+    page = await world.open(MUM, f"/n/{notice.id}")
+    assert page.status == 200
+    assert "复习：王小明上次有1道" in page.text and "回复「学习」" in page.text

@@ -332,6 +332,7 @@ class NoticePages:
             done_at = f"确认时间：{_when(max(at for _, at, _ in family))}"
         question = draft.question if draft.mode == "understand" else None
         right = question.options[question.answer] if question is not None and flash == "wrong" else ""
+        review = await self.review(draft.lesson, children, kids)
         now = clock.now()
         context: dict[str, Any] = {
             "notice": draft,
@@ -348,8 +349,25 @@ class NoticePages:
             "csrf": sec.csrf_token(session, f"confirm:{notice.id}", self.key),
             "action": f"/n/{notice.id}/confirm",
             "lesson": draft.lesson,
+            "review": review,
         }
         return pages.render("notice.html", **context)
+
+    async def review(self, lesson: str, children: list[tuple[str, str, str]], kids: list[Child]) -> list[str]:
+        """Before the season of a risk comes back: what each child missed last time on that topic."""
+        store, library = self.ctx.services.get("lesson_store"), self.ctx.services.get("lesson_library")
+        if not lesson or store is None or library is None:
+            return []
+        from bot.lessons.content import TOPICS
+        from bot.lessons.review import review_lines
+
+        found = library.get(lesson)
+        topic = lesson if lesson in TOPICS else (found.topic if found is not None else "")
+        if not topic:
+            return []
+        who = [(school, sid, kid.name) for (school, _c, sid), kid in zip(children, kids, strict=True)]
+        lines = await review_lines(store, library, who, topic)
+        return list(lines.values())
 
     async def confirmations(
         self, notice_id: str, children: list[tuple[str, str, str]]
