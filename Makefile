@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo demo-once test lint fmt clean
+.PHONY: install demo demo-once test test-cluster lint fmt clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SafeBell needs Python 3.11 or newer")'
@@ -25,6 +25,14 @@ demo-once: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The integration tests against a local 3-master Redis Cluster started from the same redis-server.
+test-cluster: $(STAMP)
+	@dir=$$(mktemp -d /tmp/sb-cluster-XXXXXX); \
+	url=$$($(BIN)/python -m tests.cluster start $$dir) || exit 1; \
+	echo "Redis Cluster: $$url"; \
+	REDIS_URL="$$url" $(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults" --ignore=tests/browser; rc=$$?; \
+	$(BIN)/python -m tests.cluster stop $$dir; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot tests

@@ -15,7 +15,7 @@ import pytest
 
 from bot.config import Config
 from bot.store.embedded import EmbeddedRedis
-from bot.store.redis import Redis, connect
+from bot.store.redis import Redis, connect, is_cluster
 
 TEST_APP_ID = "wx5afe6e11000000001"
 TEST_APP_SECRET = "test-secret-0123456789abcdef"
@@ -44,7 +44,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = connect(redis_url)
-    await client.flushdb()
+    if is_cluster(client):
+        await client.flushdb(target_nodes="primaries")  # type: ignore[call-arg]
+    else:
+        await client.flushdb()
     try:
         yield client
     finally:
@@ -95,3 +98,30 @@ async def emulator(config: Config, aiohttp_server: Any) -> AsyncIterator[Emulato
         yield EmulatorHandle(url=url, client=client, app=server.app)
     finally:
         await client.close()
+
+
+# -- figures: fault and property tests state what they measured ------------------------------------
+from collections.abc import Callable  # noqa: E402
+
+_FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``figures("cards sent 2000, missing 0, doubled 0")``: printed in the terminal summary of every
+    run (``-q``, with or without ``-s``), and in the test's captured output."""
+    lines = request.config.stash.setdefault(_FIGURES, [])
+
+    def report(text: str) -> None:
+        print(text)
+        lines.append((request.node.nodeid, text))
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(_FIGURES, [])
+    if lines:
+        terminalreporter.write_sep("-", "figures")
+        for nodeid, text in lines:
+            terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {text}")

@@ -37,7 +37,7 @@ from bot.roster.authz import Action, NoticeObj, Scope, Subject, can
 from bot.roster.model import ACTIVE, Who, class_label, decode_links
 from bot.roster.store import RosterStore
 from bot.store import keys
-from bot.store.redis import Redis, hgetall
+from bot.store.redis import Redis, hgetall, run_script_many
 
 # Move a guardian's record forward (never back): opened after delivered, confirmed after opened...
 # KEYS: records. ARGV: openid, new status, now, msgid ("" keeps), allowed-from ("" = by progress)
@@ -309,12 +309,10 @@ class NoticeService:
         cfg = self.config
         queued = Record(QUEUED).encode()
         records_key = keys.notice_records(notice.id)
-        async with self.r.pipeline(transaction=False) as pipe:
-            # HSETNX, 2,000 at a time in one script call: planning again after a crash must not reset
-            # records already sent or confirmed, and one command per guardian costs too much here.
-            for i in range(0, len(openids), 2000):
-                await self._hsetnx_many(keys=[records_key], args=[queued, *openids[i : i + 2000]], client=pipe)
-            await pipe.execute()
+        # HSETNX, 2,000 at a time in one script call: planning again after a crash must not reset
+        # records already sent or confirmed, and one command per guardian costs too much here.
+        chunks = [([records_key], [queued, *openids[i : i + 2000]]) for i in range(0, len(openids), 2000)]
+        await run_script_many(self.r, self._hsetnx_many, chunks, concurrency=8)
 
         today_key = clock.day_key(now)
         quota = cfg.wechat.template_quota

@@ -16,8 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.exceptions import WatchError
-
 from bot.roster.model import (
     ACTIVE,
     ChildRef,
@@ -31,7 +29,7 @@ from bot.roster.model import (
     decode_links,
 )
 from bot.store import keys
-from bot.store.redis import Redis, get, hget, hgetall, hmget
+from bot.store.redis import Redis, get, hget, hgetall, hmget, run_script_many
 
 # Class and invite codes avoid look-alike characters (0/O, 1/I/L) people misread from paper.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -109,6 +107,15 @@ return n
 """
 
 
+# Set a string only if it still holds what we read ("" = absent); an empty new value deletes it.
+# KEYS: key. ARGV: expected, new
+_CAS = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class ClassInfo:
     school: str
@@ -147,6 +154,7 @@ class RosterStore:
         self.r = redis
         self._add_link = redis.register_script(_ADD_LINK)
         self._drop_link = redis.register_script(_DROP_LINK)
+        self._cas = redis.register_script(_CAS)
         self._move_student = redis.register_script(_MOVE_STUDENT)
         self._move_child_ref = redis.register_script(_MOVE_CHILD_REF)
 
@@ -257,24 +265,14 @@ class RosterStore:
         return Who.decode(await get(self.r, keys.identity(openid)))
 
     async def _update_who(self, openid: str, change: Any) -> Who:
-        """Read-modify-write of one user's ``who`` string under WATCH (it is a single key)."""
+        """Read-modify-write of one user's ``who`` string: compare-and-set in Lua, retried when someone
+        changed it between our read and our write (no WATCH, which redis-py's cluster client lacks)."""
         key = keys.identity(openid)
-        async with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    current = Who.decode(cast(str | None, await pipe.get(key)))
-                    new: Who = change(current)
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    encoded = new.encode()
-                    if encoded:
-                        pipe.set(key, encoded)
-                    else:
-                        pipe.delete(key)
-                    await pipe.execute()
-                    return new
-                except WatchError:
-                    continue  # someone changed it between our read and write: read again
+        while True:
+            raw = await get(self.r, key)
+            new: Who = change(Who.decode(raw))
+            if int(await self._cas(keys=[key], args=[raw or "", new.encode()])):
+                return new
 
     # -- guardians ----------------------------------------------------------------------------
     async def bind_guardian(self, openid: str, student: Student, relation: str) -> Who:
@@ -433,31 +431,29 @@ class RosterStore:
         followers: list[tuple[str, StudentMove]] = []
         for i in range(0, len(moves), batch):
             chunk = moves[i : i + batch]
-            async with self.r.pipeline(transaction=False) as pipe:
-                for m in chunk:
-                    await self._move_student(
-                        keys=[
-                            keys.class_students(school_id, m.from_class),
-                            keys.class_guardians(school_id, m.from_class),
-                            keys.class_phones(school_id, m.from_class),
-                            keys.class_students(school_id, m.to_class),
-                            keys.class_guardians(school_id, m.to_class),
-                            keys.class_phones(school_id, m.to_class),
-                        ],
-                        args=[m.student, m.value],
-                        client=pipe,
-                    )
-                links = await pipe.execute()
+            calls: list[tuple[list[str], list[Any]]] = [
+                (
+                    [
+                        keys.class_students(school_id, m.from_class),
+                        keys.class_guardians(school_id, m.from_class),
+                        keys.class_phones(school_id, m.from_class),
+                        keys.class_students(school_id, m.to_class),
+                        keys.class_guardians(school_id, m.to_class),
+                        keys.class_phones(school_id, m.to_class),
+                    ],
+                    [m.student, m.value],
+                )
+                for m in chunk
+            ]
+            links = await run_script_many(self.r, self._move_student, calls)
             for m, raw in zip(chunk, links, strict=True):
                 followers += [(link.openid, m) for link in decode_links(cast(str | None, raw))]
         updated = 0
         for i in range(0, len(followers), batch):
-            async with self.r.pipeline(transaction=False) as pipe:
-                for openid, m in followers[i : i + batch]:
-                    await self._move_child_ref(
-                        keys=[keys.identity(openid)], args=[school_id, m.student, m.to_class], client=pipe
-                    )
-                updated += sum(1 for n in await pipe.execute() if n)
+            refs: list[tuple[list[str], list[Any]]] = [
+                ([keys.identity(openid)], [school_id, m.student, m.to_class]) for openid, m in followers[i : i + batch]
+            ]
+            updated += sum(1 for n in await run_script_many(self.r, self._move_child_ref, refs) if n)
         await self._move_pending(school_id, moves)
         return updated
 

@@ -24,8 +24,6 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
-from redis.exceptions import WatchError
-
 from bot import clock
 from bot.roster.authz import Subject
 from bot.store import keys
@@ -116,10 +114,57 @@ def check_scope(role: str, district: str, school: str) -> None:
         raise TokenError("school", "a district_admin token covers the whole district: leave out --school")
 
 
+# Token changes are Lua scripts on keys of the {tok} hash tag: atomic on one Redis and on a Cluster
+# (redis-py's cluster client cannot WATCH). The hash keys of older tokens are derived in the script
+# from the prefix passed in ARGV; they share the hash tag, so they live in the same slot.
+# KEYS: record, hash key, names. ARGV: name, role, district, school, now, digest
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'role', ARGV[2], 'district', ARGV[3], 'school', ARGV[4],
+           'created', ARGV[5], 'hash', ARGV[6])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+return 1
+"""
+
+# KEYS: record, names. ARGV: name, hash-key prefix
+_REVOKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'hash', 'old_hash')
+for _, digest in ipairs(h) do
+  if digest and digest ~= '' then redis.call('DEL', ARGV[2] .. digest) end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: record, new hash key. ARGV: name, digest, now, grace seconds, old_until, hash-key prefix
+_ROTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local cur = redis.call('HGET', KEYS[1], 'hash') or ''
+local earlier = redis.call('HGET', KEYS[1], 'old_hash') or ''
+redis.call('SET', KEYS[2], ARGV[1])
+if earlier ~= '' and earlier ~= cur then redis.call('DEL', ARGV[6] .. earlier) end
+if cur ~= '' and tonumber(ARGV[4]) > 0 then
+  redis.call('SET', ARGV[6] .. cur, ARGV[1], 'EX', ARGV[4])
+  redis.call('HSET', KEYS[1], 'old_hash', cur, 'old_until', ARGV[5])
+else
+  if cur ~= '' then redis.call('DEL', ARGV[6] .. cur) end
+  redis.call('HDEL', KEYS[1], 'old_hash', 'old_until')
+end
+redis.call('HSET', KEYS[1], 'hash', ARGV[2], 'rotated', ARGV[3])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 class TokenStore:
     def __init__(self, redis: Redis) -> None:
         self.r = redis
         self._touch = redis.register_script(_TOUCH)
+        self._create = redis.register_script(_CREATE)
+        self._revoke = redis.register_script(_REVOKE)
+        self._rotate = redis.register_script(_ROTATE)
 
     async def create(
         self, name: str, role: str, district: str, school: str = "", *, now: float | None = None
@@ -131,28 +176,12 @@ class TokenStore:
         now = clock.now() if now is None else now
         token = new_token()
         digest = hash_token(token)
-        record_key = keys.api_token_record(name)
-        async with self.r.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(record_key)
-                if await pipe.exists(record_key):
-                    raise TokenError("name", f"a token named {name!r} exists: rotate or revoke it")
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.set(keys.api_token(digest), name)
-                pipe.hset(
-                    record_key,
-                    mapping={
-                        "role": role,
-                        "district": district,
-                        "school": school,
-                        "created": repr(now),
-                        "hash": digest,
-                    },
-                )
-                pipe.hset(keys.api_token_names(), name, repr(now))
-                await pipe.execute()
-            except WatchError:
-                raise TokenError("name", f"a token named {name!r} was created at the same time") from None
+        created = await self._create(
+            keys=[keys.api_token_record(name), keys.api_token(digest), keys.api_token_names()],
+            args=[name, role, district, school, repr(now), digest],
+        )
+        if not int(created):
+            raise TokenError("name", f"a token named {name!r} exists: rotate or revoke it")
         return token, ApiToken(name, cast(TokenRole, role), district, school, now)
 
     async def lookup(self, token: str, *, now: float | None = None) -> ApiToken | None:
@@ -188,55 +217,24 @@ class TokenStore:
 
     async def revoke(self, name: str) -> bool:
         """Stop the token (and a previous one still in its grace) at once. False if there is none."""
-        record_key = keys.api_token_record(name)
-        async with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(record_key)
-                    raw = cast(dict[str, str], await pipe.hgetall(record_key))
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    for digest in (raw.get("hash"), raw.get("old_hash")):
-                        if digest:
-                            pipe.delete(keys.api_token(digest))
-                    pipe.delete(record_key)
-                    pipe.hdel(keys.api_token_names(), name)
-                    await pipe.execute()
-                    return bool(raw)
-                except WatchError:
-                    continue
+        done = await self._revoke(
+            keys=[keys.api_token_record(name), keys.api_token_names()], args=[name, keys.api_token("")]
+        )
+        return bool(int(done))
 
     async def rotate(self, name: str, *, grace: float = ROTATE_GRACE, now: float | None = None) -> tuple[str, ApiToken]:
         """A new token for ``name``; the current one keeps working for ``grace`` seconds (0: stops now)."""
         now = clock.now() if now is None else now
-        record_key = keys.api_token_record(name)
         token = new_token()
         digest = hash_token(token)
-        async with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(record_key)
-                    raw = cast(dict[str, str], await pipe.hgetall(record_key))
-                    if not raw:
-                        raise TokenError("name", f"no token named {name!r} (see bot admin token list)")
-                    current, earlier = raw.get("hash", ""), raw.get("old_hash", "")
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(keys.api_token(digest), name)
-                    if earlier and earlier != current:
-                        pipe.delete(keys.api_token(earlier))  # only the immediately previous token is kept
-                    fields = {"hash": digest, "rotated": repr(now)}
-                    kept = {k: v for k, v in raw.items() if k not in ("old_hash", "old_until")}
-                    if current and grace > 0:
-                        pipe.set(keys.api_token(current), name, ex=max(1, int(grace)))
-                        fields |= {"old_hash": current, "old_until": repr(now + grace)}
-                    else:
-                        if current:
-                            pipe.delete(keys.api_token(current))
-                        pipe.hdel(record_key, "old_hash", "old_until")
-                    pipe.hset(record_key, mapping=fields)  # type: ignore[arg-type]
-                    await pipe.execute()
-                    return token, _record(name, {**kept, **fields})
-                except WatchError:
-                    continue
+        flat = await self._rotate(
+            keys=[keys.api_token_record(name), keys.api_token(digest)],
+            args=[name, digest, repr(now), int(grace), repr(now + grace), keys.api_token("")],
+        )
+        if not flat:
+            raise TokenError("name", f"no token named {name!r} (see bot admin token list)")
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return token, _record(name, raw)
 
 
 # -- bot admin token … ----------------------------------------------------------------------------
