@@ -160,3 +160,38 @@ def _cmd_retention(cfg: Config, args: Any) -> int:
         return f"{n} items reduced (notices older than {cfg.privacy.retention_days} days keep only their totals)"
 
     return _run(cfg, job)
+
+
+async def retain_lesson_results(redis: Redis, config: Config, now: float) -> int:
+    """Quiz results untouched for longer than the retention period are deleted, student by student."""
+    cutoff = now - config.privacy.retention_days * 86400
+    store = RosterStore(redis)
+    deleted = 0
+    for school in sorted(await store.schools()):
+        for cid in sorted(await store.classes(school)):
+            students = list(await store.students(school, cid))
+            if not students:
+                continue
+            async with redis.pipeline(transaction=False) as pipe:
+                for sid in students:
+                    pipe.hgetall(keys.lesson_results(school, sid))
+                results: list[dict[str, str]] = await pipe.execute()
+            stale = [sid for sid, fields in zip(students, results, strict=True) if fields and _last(fields) < cutoff]
+            if stale:
+                deleted += int(await redis.delete(*[keys.lesson_results(school, sid) for sid in stale]))
+    return deleted
+
+
+def _last(fields: dict[str, str]) -> float:
+    """The newest time in a student's lesson results ("started|finished|best|passed_at" per lesson)."""
+    newest = 0.0
+    for name, value in fields.items():
+        if name.startswith("m:"):
+            continue
+        for part in value.split("|")[:2] + value.split("|")[3:4]:
+            if part.isdigit():
+                newest = max(newest, float(part))
+    return newest
+
+
+RETAINERS.append(retain_lesson_results)

@@ -56,3 +56,16 @@ async def test_retention_keeps_only_the_totals_of_old_notices(redis: Redis, conf
     meta = await redis.hgetall(keys.notice(nid))
     assert json.loads(meta["summary"])["confirmed"] == 1 and MUM not in meta["created_by"]
     assert await retention_sweep(redis, config, now=1_000_000.0 + 32 * 86400) == 0  # once
+
+
+async def test_retention_deletes_quiz_results_nobody_touched_for_the_period(redis: Redis, config: Config) -> None:
+    from bot.lessons.progress import LessonStore
+
+    await _world(redis, config)
+    lessons = LessonStore(redis)
+    await lessons.finished(SCHOOL, "s1", "drowning-g1-3", right=["a"], wrong=["b"], score_pct=50, passed=False, now=1e6)
+    await lessons.finished(SCHOOL, "s2", "drowning-g1-3", right=["a"], wrong=[], score_pct=100, passed=True, now=5e6)
+    config.privacy.retention_days = 30
+    await retention_sweep(redis, config, now=1e6 + 31 * 86400)
+    assert not await redis.exists(keys.lesson_results(SCHOOL, "s1"))
+    assert await redis.exists(keys.lesson_results(SCHOOL, "s2"))
