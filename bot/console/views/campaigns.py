@@ -1,0 +1,430 @@
+"""Seasonal campaigns in the console: the calendar of the next 60 days, switching a campaign on or off
+for the district or one school, and creating or editing the district's (or school's) own campaigns.
+
+Everything goes through the campaigns capability: ``CampaignRunner.preview`` (the same plan and
+rendering the scheduler fires), its store's switches and admin-made documents, and
+``Catalog.parse`` to validate a campaign exactly as ``bot campaigns save`` and ``POST /api/campaigns``
+do. Administrators only; a district administrator acts on the district or any of its schools, a
+school administrator on their school (``authz.can(subject, "manage", …)``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bot import clock
+from bot.console.scope import SCHOOL_RE, schools_in_scope
+from bot.console.views import slots
+from bot.console.web import CONSOLE, FORM, PREFIX, Console, Viewer, forbidden, message, not_found, redirect
+from bot.roster.authz import DistrictObj, SchoolObj, Subject, can
+from bot.roster.model import School, grade_label
+
+if TYPE_CHECKING:
+    from bot.campaigns.model import Campaign
+    from bot.campaigns.runner import CampaignRunner
+
+CALENDAR_DAYS = 60
+WEEKDAYS = ("一", "二", "三", "四", "五", "六", "日")
+ANCHORS = {"date": "每年某一天", "weekday": "某月第几个星期几", "on": "某个日子当天", "before": "某个日子之前",
+           "after": "某个日子之后", "cron": "cron 表达式（高级）", "json": "JSON 规则（高级，可多条）"}  # fmt: skip
+EVENTS = {"holiday": "法定节假日", "weekend": "周末", "summer_break": "暑假", "winter_break": "寒假",
+          "term_start": "开学", "term_end": "学期结束", "safety_education_day": "全国中小学生安全教育日",
+          "disaster_reduction_day": "全国防灾减灾日", "drowning_prevention_day": "世界预防溺水日",
+          "fire_day": "全国消防日", "traffic_safety_day": "全国交通安全日", "anti_drug_day": "国际禁毒日"}  # fmt: skip
+OFFSETS = {"school_days": "上学日", "workdays": "工作日", "days": "天"}
+WEEKDAY_KEYS = {"mon": "星期一", "tue": "星期二", "wed": "星期三", "thu": "星期四", "fri": "星期五", "sat": "星期六",
+                "sun": "星期日"}  # fmt: skip
+MODE_LABELS = {"none": "无需确认", "confirm": "确认已读", "understand": "确认并答题"}
+FIELDS = ("id", "name", "description", "anchor", "date", "weekday", "nth", "month", "event", "holiday_name",
+          "offset", "offset_unit", "at", "from", "to", "cron", "when_json", "title", "sender", "body", "mode",
+          "q_text", "q_opt1", "q_opt2", "q_opt3", "q_opt4", "q_answer", "lesson", "deadline_hours")  # fmt: skip
+
+
+def _runner(c: Console) -> CampaignRunner | None:
+    runner: CampaignRunner | None = c.ctx.services.get("campaigns")
+    return runner
+
+
+def _unavailable(viewer: Viewer) -> web.Response:
+    return message(503, "活动功能未启用", "季节性安全活动还没有在这个系统里启用。", viewer=viewer)
+
+
+# -- scope -----------------------------------------------------------------------------------------------
+def manages_school(s: Subject, school: School) -> bool:
+    return can(s, "manage", SchoolObj(school.district, school.id))
+
+
+def editable(s: Subject, campaign: Campaign) -> bool:
+    """An admin-made campaign of the viewer's district (a district admin) or school (its admin)."""
+    if campaign.source != "custom" or not campaign.owner_district:
+        return False
+    if campaign.owner_school:
+        return can(s, "manage", SchoolObj(campaign.owner_district, campaign.owner_school))
+    return can(s, "manage", DistrictObj(campaign.owner_district))
+
+
+@dataclass
+class Scoped:
+    runner: CampaignRunner
+    schools: dict[str, School]  # the schools the viewer manages
+    school: School | None  # the one chosen (?school=), or a school admin's
+
+
+async def _scoped(c: Console, viewer: Viewer, school_id: str) -> Scoped | None:
+    runner = _runner(c)
+    if runner is None or not viewer.is_admin:
+        return None
+    everything = await runner.roster.schools()
+    mine = {sid: s for sid, s in everything.items() if manages_school(viewer.subject, s)}
+    chosen = None
+    if viewer.subject.role == "school_admin":
+        if school_id and school_id != viewer.subject.school:
+            return None
+        chosen = mine.get(viewer.subject.school)
+    elif school_id:
+        chosen = mine.get(school_id) if SCHOOL_RE.match(school_id) else None
+        if chosen is None:
+            return None
+    return Scoped(runner, mine, chosen)
+
+
+def _visible(campaign: Campaign, scoped: Scoped, s: Subject) -> bool:
+    return editable(s, campaign) or any(campaign.covers(school) for school in scoped.schools.values())
+
+
+# -- the list ----------------------------------------------------------------------------------------------
+async def campaign_list(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    c = request.config_dict[CONSOLE]
+    if _runner(c) is None:
+        return _unavailable(viewer)
+    scoped = await _scoped(c, viewer, request.query.get("school", ""))
+    if scoped is None:
+        return forbidden(viewer)
+    runner, s = scoped.runner, viewer.subject
+    switches = await runner.store.switches()
+    campaigns = [camp for camp in await runner.campaigns() if _visible(camp, scoped, s)]
+    today = clock.local(clock.now()).date()
+    targets = {scoped.school.id: scoped.school} if scoped.school else scoped.schools
+    firings = await runner.firings(today, today + timedelta(days=CALENDAR_DAYS), campaigns=campaigns)
+    nexts: dict[str, Any] = {}
+    for f in firings:
+        if f.ts > clock.now() and (set(f.schools) & set(targets)):
+            nexts.setdefault(f.campaign.id, f.at)
+    rows = []
+    for camp in campaigns:
+        covered = [sc for sc in targets.values() if camp.covers(sc)]
+        on = sum(1 for sc in covered if switches.is_on(camp, sc))
+        state = "on" if covered and on == len(covered) else "off" if on == 0 else "partial"
+        rows.append({"campaign": camp, "state": state, "covered": len(covered), "on": on, "next": nexts.get(camp.id),
+                     "editable": editable(s, camp),
+                     "mode": MODE_LABELS.get(camp.what.mode, camp.what.mode)})  # fmt: skip
+    return c.page(
+        viewer, "campaigns.html", nav="campaigns", title="安全活动", rows=rows, scoped=scoped,
+        schools=await schools_in_scope(c, viewer), flash=request.query.get("flash", ""),
+        district_switch=can(s, "manage", DistrictObj(s.district)) and scoped.school is None,
+    )  # fmt: skip
+
+
+async def switch(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    c = request.config_dict[CONSOLE]
+    form = request[FORM]
+    scoped = await _scoped(c, viewer, form.get("school"))
+    if scoped is None:
+        return forbidden(viewer)
+    campaign = await scoped.runner.campaign(form.get("campaign"))
+    if campaign is None or not _visible(campaign, scoped, viewer.subject):
+        return not_found(viewer)
+    wanted = form.get("on")
+    store, s = scoped.runner.store, viewer.subject
+    if scoped.school is not None:
+        if not campaign.covers(scoped.school):
+            return message(422, "无法切换", "这个活动不覆盖这所学校。", viewer=viewer)
+        where = {"school": scoped.school.id}
+        district = scoped.school.district
+    else:
+        if not can(s, "manage", DistrictObj(s.district)):
+            return forbidden(viewer)
+        where = {"district": s.district}
+        district = s.district
+    if wanted == "reset":
+        await store.clear_switch(campaign.id, **where)
+    else:
+        await store.switch(campaign.id, wanted == "1", **where)
+    slots.forget()
+    action = "campaign.enable" if wanted == "1" else "campaign.disable"
+    scope_text = scoped.school.name if scoped.school else f"{district} 全区"
+    verb = {"1": "开启", "0": "关闭"}.get(wanted, "恢复默认")
+    await c.record(viewer, action, district=district, school=scoped.school.id if scoped.school else "",
+                   target=campaign.id, summary=f"{verb}「{campaign.name}」：{scope_text}")  # fmt: skip
+    back = f"{PREFIX}/campaigns?school={scoped.school.id}&" if scoped.school and s.role == "district_admin" else \
+        f"{PREFIX}/campaigns?"  # fmt: skip
+    return redirect(f"{back}flash=switched")
+
+
+# -- the calendar -------------------------------------------------------------------------------------------
+async def calendar(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    c = request.config_dict[CONSOLE]
+    if _runner(c) is None:
+        return _unavailable(viewer)
+    scoped = await _scoped(c, viewer, request.query.get("school", ""))
+    if scoped is None:
+        return forbidden(viewer)
+    runner, s = scoped.runner, viewer.subject
+    only = request.query.get("campaign", "")
+    school = scoped.school.id if scoped.school else ""
+    preview = await runner.preview(CALENDAR_DAYS, school=school, district=s.district, campaign=only[:40])
+    entries = [e for e in preview.entries if _visible(e.firing.campaign, scoped, s)]
+    by_day: dict[date, list[Any]] = {}
+    for e in entries:
+        by_day.setdefault(e.firing.at.date(), []).append(e)
+    start = preview.start.date()
+    first = start - timedelta(days=start.weekday())
+    last = preview.end.date()
+    cal = runner.catalog.calendar
+    weeks = []
+    day = first
+    while day <= last:
+        week = []
+        for _ in range(7):
+            inside = start <= day <= last
+            week.append({"date": day, "inside": inside, "entries": by_day.get(day, []) if inside else [],
+                         "holiday": cal.holiday_name(day) if inside else None,
+                         "off": not cal.is_workday(day), "today": day == start})  # fmt: skip
+            day += timedelta(days=1)
+        weeks.append(week)
+    return c.page(
+        viewer, "campaign_calendar.html", nav="campaigns", title="活动日历", weeks=weeks, entries=entries,
+        weekdays=WEEKDAYS, scoped=scoped, schools=await schools_in_scope(c, viewer), only=only,
+        warnings=preview.warnings, days=CALENDAR_DAYS, modes=MODE_LABELS,
+    )  # fmt: skip
+
+
+# -- admin-made campaigns -------------------------------------------------------------------------------------
+def _blank() -> dict[str, str]:
+    values = dict.fromkeys(FIELDS, "")
+    values.update(anchor="before", event="weekend", offset="1", offset_unit="school_days", at="16:00", mode="none")
+    return values
+
+
+def document_from(values: dict[str, str], grades: list[str], schools: list[str], s: Subject) -> dict[str, Any]:
+    """The campaign document (the schedules/*.toml format, as JSON) the form describes."""
+    anchor = values["anchor"]
+    when: Any
+    if anchor == "json":
+        try:
+            when = json.loads(values["when_json"] or "null")
+        except ValueError:
+            when = {"json": "invalid"}  # the parser names it
+    elif anchor == "cron":
+        when = {"cron": values["cron"]}
+    else:
+        rule: dict[str, Any] = {}
+        if anchor == "date":
+            rule["date"] = values["date"]
+        elif anchor == "weekday":
+            rule["weekday"] = values["weekday"] or "mon"
+            rule["nth"] = _int(values["nth"], 1)
+            if values["month"]:
+                rule["month"] = _int(values["month"], 1)
+        else:
+            rule[anchor] = values["event"]
+            if values["holiday_name"] and values["event"] == "holiday":
+                rule["name"] = values["holiday_name"]
+            if values["offset"] and values["offset"] != "0":
+                rule[values["offset_unit"] or "days"] = _int(values["offset"], 1)
+        rule["at"] = values["at"] or "09:00"
+        for key in ("from", "to"):
+            if values[key]:
+                rule[key] = values[key]
+        when = rule
+    who: dict[str, Any] = {"grades": [int(g) for g in grades if g.isdigit()]}
+    if s.role == "school_admin":
+        who["schools"] = [s.school]
+    elif schools:
+        who["schools"] = schools
+    else:
+        who["districts"] = [s.district]
+    what: dict[str, Any] = {"title": values["title"], "body": values["body"], "mode": values["mode"] or "none"}
+    if values["sender"]:
+        what["sender"] = values["sender"]
+    if values["lesson"]:
+        what["lesson"] = values["lesson"]
+    if values["deadline_hours"]:
+        what["deadline_hours"] = _int(values["deadline_hours"], 0)
+    if values["mode"] == "understand":
+        options = [values[f"q_opt{i}"] for i in range(1, 5) if values[f"q_opt{i}"]]
+        what["question"] = {"text": values["q_text"], "options": options, "answer": _int(values["q_answer"], 1) - 1}
+    doc: dict[str, Any] = {"id": values["id"], "name": values["name"], "when": when, "who": who, "what": what}
+    if values["description"]:
+        doc["description"] = values["description"]
+    return doc
+
+
+def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[str]]:
+    """The form's fields for a stored document (a rule the simple form cannot show goes to JSON)."""
+    values = _blank()
+    values.update(id=str(doc.get("id", "")), name=str(doc.get("name", "")), description=str(doc.get("description", "")))
+    when = doc.get("when")
+    simple = isinstance(when, dict) or (isinstance(when, list) and len(when) == 1 and isinstance(when[0], dict))
+    rule = (when[0] if isinstance(when, list) else when) if simple else None
+    anchors = [k for k in ("date", "weekday", "on", "before", "after", "cron") if isinstance(rule, dict) and k in rule]
+    if isinstance(rule, dict) and len(anchors) == 1 and set(rule) <= {*anchors, "nth", "month", "name", "school_days",
+                                                                      "workdays", "days", "at", "from", "to"}:
+        anchor = anchors[0]
+        values["anchor"] = anchor
+        if anchor in ("on", "before", "after"):
+            values["event"] = str(rule[anchor])
+        elif anchor != "weekday":
+            values[anchor] = str(rule[anchor])
+        else:
+            values["weekday"] = str(rule["weekday"])
+        for key in ("nth", "month", "at", "from", "to"):
+            if key in rule:
+                values[key] = str(rule[key])
+        values["holiday_name"] = str(rule.get("name", ""))
+        for unit in OFFSETS:
+            if unit in rule:
+                values["offset"], values["offset_unit"] = str(rule[unit]), unit
+        if anchor in ("on", "before", "after") and not any(u in rule for u in OFFSETS):
+            values["offset"] = ""
+    elif when is not None:
+        values["anchor"] = "json"
+        values["when_json"] = json.dumps(when, ensure_ascii=False, indent=1)
+    what = doc.get("what") or {}
+    for key in ("title", "sender", "body", "mode", "lesson", "deadline_hours"):
+        if key in what:
+            values[key] = str(what[key])
+    question = what.get("question")
+    if isinstance(question, dict):
+        values["q_text"] = str(question.get("text", ""))
+        for i, option in enumerate(question.get("options", [])[:4], 1):
+            values[f"q_opt{i}"] = str(option)
+        values["q_answer"] = str(int(question.get("answer", 0)) + 1)
+    who = doc.get("who") or {}
+    grades = [str(g) for g in who.get("grades", [])] if isinstance(who, dict) else []
+    schools = [str(sid) for sid in who.get("schools", [])] if isinstance(who, dict) else []
+    return values, grades, schools
+
+
+def _int(text: str, default: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def _field(error: str) -> tuple[str, str]:
+    """("when", "…") from "custom campaign x: when.at: …", for the form to show next to the field."""
+    text = error.split(": ", 1)[1] if error.startswith("custom campaign ") and ": " in error else error
+    key, sep, rest = text.partition(": ")
+    if not sep or " " in key:
+        return "campaign", text
+    head = key.split(".")[0].split("[")[0]
+    if head == "what":
+        sub = key.split(".")[1].split("[")[0] if "." in key else "title"
+        return (sub if sub in ("title", "body", "sender", "mode", "question", "lesson") else "what"), rest
+    return head, rest
+
+
+async def _form(c: Console, viewer: Viewer, values: dict[str, str], grades: list[str], schools: list[str], *,
+                editing: bool, errors: dict[str, str] | None = None, status: int = 200) -> web.Response:  # fmt: skip
+    from bot.lessons.content import TOPICS
+
+    return c.page(
+        viewer, "campaign_form.html", nav="campaigns", status=status, title="编辑活动" if editing else "新建活动",
+        values=values, grades=grades, picked_schools=schools, errors=errors or {}, editing=editing,
+        anchors=ANCHORS, events=EVENTS, offsets=OFFSETS, weekdays=WEEKDAY_KEYS, modes=MODE_LABELS, topics=TOPICS,
+        all_grades=[(str(g), grade_label(g)) for g in range(0, 13)], schools=await schools_in_scope(c, viewer),
+    )  # fmt: skip
+
+
+async def new_campaign(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    c = request.config_dict[CONSOLE]
+    if _runner(c) is None:
+        return _unavailable(viewer)
+    if not viewer.is_admin:
+        return forbidden(viewer)
+    return await _form(c, viewer, _blank(), [], [], editing=False)
+
+
+async def edit_campaign(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    c = request.config_dict[CONSOLE]
+    runner = _runner(c)
+    if runner is None:
+        return _unavailable(viewer)
+    if not viewer.is_admin:
+        return forbidden(viewer)
+    cid = request.match_info["id"]
+    campaign = await runner.campaign(cid)
+    stored = (await runner.store.custom_documents()).get(cid)
+    if campaign is None or stored is None:
+        return not_found(viewer)
+    if not editable(viewer.subject, campaign):
+        return forbidden(viewer)
+    values, grades, schools = values_from(dict(stored.get("document") or {}))
+    return await _form(c, viewer, values, grades, schools, editing=True)
+
+
+async def save_campaign(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    from bot.campaigns.model import CampaignError
+
+    c = request.config_dict[CONSOLE]
+    runner = _runner(c)
+    if runner is None:
+        return _unavailable(viewer)
+    s = viewer.subject
+    if not viewer.is_admin or not s.district:
+        return forbidden(viewer)
+    form = request[FORM]
+    values = {k: form.get(k).strip() if k not in ("body", "when_json") else form.get(k) for k in FIELDS}
+    values["body"] = values["body"].replace("\r\n", "\n").strip()
+    grades, schools = form.getall("grades"), [sid for sid in form.getall("schools") if sid]
+    editing = form.get("editing") == "1"
+    cid = values["id"]
+
+    def refused(field: str, text: str) -> Awaitable[web.Response]:
+        return _form(c, viewer, values, grades, schools, editing=editing, errors={field: text}, status=422)
+
+    if cid in runner.catalog.builtin:
+        return await refused("id", "这是内置活动的编号：请换一个编号（内置活动可以在列表中关闭）")
+    stored = (await runner.store.custom_documents()).get(cid)
+    owner_school = s.school if s.role == "school_admin" else ""
+    if stored is not None:
+        owner_district, stored_school = str(stored.get("owner_district") or ""), str(stored.get("owner_school") or "")
+        if owner_district != s.district or (s.role == "school_admin" and stored_school != s.school):
+            return await refused("id", "这个编号已被其他学校或区县使用")
+        if not editing:
+            return await refused("id", "这个编号已经存在：请换一个，或在列表中编辑它")
+        owner_school = stored_school
+    mine = {sid for sid, _ in await schools_in_scope(c, viewer)}
+    outside = [sid for sid in schools if sid not in mine]
+    if outside:
+        return await refused("schools", f"不在您管理范围内的学校：{', '.join(outside)}")
+    doc = document_from(values, grades, schools, s)
+    try:
+        campaign = runner.catalog.parse(doc, f"custom campaign {cid}", owner_district=s.district,
+                                        owner_school=owner_school)  # fmt: skip
+    except CampaignError as exc:
+        field, text = _field(str(exc))
+        return await refused(field, text)
+    await runner.store.save_custom(campaign.id, doc, district=s.district, school=owner_school)
+    slots.forget()
+    await c.record(viewer, "campaign.save", school=owner_school, target=campaign.id,
+                   summary=f"{'修改' if stored is not None else '新建'}活动「{campaign.name}」")  # fmt: skip
+    return redirect(f"{PREFIX}/campaigns/calendar?campaign={campaign.id}")
+
+
+def register(c: Console) -> None:
+    c.get("/campaigns", campaign_list)
+    c.get("/campaigns/calendar", calendar)
+    c.get("/campaigns/new", new_campaign)
+    c.get("/campaigns/{id}/edit", edit_campaign)
+    c.post("/campaigns/save", save_campaign)
+    c.post("/campaigns/switch", switch)
+

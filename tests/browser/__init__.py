@@ -1,0 +1,1 @@
+"""Browser tests (Playwright + Debian's Chromium); see conftest.py."""

@@ -1,0 +1,137 @@
+"""Campaigns, lessons and external warnings in the console, through the capabilities' own functions."""
+
+from __future__ import annotations
+
+import time
+
+from test_console_world import SCHOOL, World, world
+
+from bot.campaigns.alerts import AlertService, parse_alert
+from bot.campaigns.store import CampaignStore
+from bot.console.audit import AuditFilter
+from bot.roster.model import School
+
+__all__ = ["world"]
+
+CAMPAIGN = {"id": "after-school", "name": "放学安全", "anchor": "before", "event": "weekend", "offset": "1",
+            "offset_unit": "workdays", "at": "16:00", "title": "周末安全提醒", "body": "周末请看护好孩子。",
+            "mode": "none"}  # fmt: skip
+
+
+async def test_the_calendar_shows_what_goes_out_in_the_next_60_days(world: World) -> None:
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/campaigns/calendar")
+    assert status == 200 and "未来60天" in page and 'class="calendar"' in page
+    assert page.count('class="cal-row"') >= 9  # 60 days: 9 or 10 weeks
+    status, page, _ = await b.get(f"/console/campaigns/calendar?school={SCHOOL}")
+    assert status == 200 and "平安路小学" in page
+
+
+async def test_a_school_admin_switches_a_campaign_off_for_their_school_only(world: World) -> None:
+    b = await world.login("sadmin")
+    status, page, _ = await b.get("/console/campaigns")
+    assert status == 200 and "防溺水提醒" in page
+    status, _, _ = await b.post("/console/campaigns/switch", {"campaign": "drowning", "on": "0",
+                                                                 "csrf": await b.csrf()})  # fmt: skip
+    assert status == 303
+    switches = await CampaignStore(world.redis).switches()
+    assert switches.state("drowning", f"s:{SCHOOL}") is False and switches.state("drowning", "d:d1") is None
+    status, _, _ = await b.post("/console/campaigns/switch", {"campaign": "drowning", "on": "reset",
+                                                              "csrf": await b.csrf()})  # fmt: skip
+    assert (await CampaignStore(world.redis).switches()).state("drowning", f"s:{SCHOOL}") is None
+    entries = await world.console.audit.entries(["d1"], lambda e: True, AuditFilter(action="campaign"))
+    assert {e.action for e in entries} == {"campaign.disable"} and len(entries) == 2
+
+
+async def test_a_district_admin_switches_a_campaign_for_the_district_and_a_school_admin_cannot(world: World) -> None:
+    admin = await world.login("dadmin")
+    status, _, _ = await admin.post("/console/campaigns/switch", {"campaign": "drowning", "on": "0",
+                                                                   "csrf": await admin.csrf()})  # fmt: skip
+    assert status == 303
+    assert (await CampaignStore(world.redis).switches()).state("drowning", "d:d1") is False
+    school = await world.login("sadmin")
+    form = {"campaign": "drowning", "on": "1", "school": "t-s2", "csrf": await school.csrf()}
+    status, _, _ = await school.post("/console/campaigns/switch", form)
+    assert status == 403
+
+
+async def test_an_admin_creates_a_campaign_the_form_refuses_a_bad_rule_and_the_calendar_shows_it(
+    world: World,
+) -> None:
+    b = await world.login("sadmin")
+    status, page, _ = await b.post("/console/campaigns/save", {**CAMPAIGN, "at": "25:00", "csrf": await b.csrf()})
+    assert status == 422 and "25:00" in page and "周末安全提醒" in page  # the form keeps what was typed
+    status, page, _ = await b.post("/console/campaigns/save", {**CAMPAIGN, "title": "{{ 未关闭",
+                                                               "csrf": await b.csrf()})  # fmt: skip
+    assert status == 422
+    status, _, resp = await b.post("/console/campaigns/save", {**CAMPAIGN, "csrf": await b.csrf()})
+    assert status == 303 and resp.headers["Location"] == "/console/campaigns/calendar?campaign=after-school"
+    stored = (await CampaignStore(world.redis).custom_documents())["after-school"]
+    assert stored["owner_district"] == "d1" and stored["owner_school"] == SCHOOL
+    assert stored["document"]["who"] == {"grades": [], "schools": [SCHOOL]}
+    status, page, _ = await b.get("/console/campaigns/calendar?campaign=after-school")
+    assert status == 200 and "周末安全提醒" in page and "放学安全" in page
+    status, page, _ = await b.get("/console/campaigns/after-school/edit")
+    assert status == 200 and 'value="after-school"' in page and "readonly" in page
+    status, page, _ = await b.post("/console/campaigns/save", {**CAMPAIGN, "csrf": await b.csrf()})
+    assert status == 422 and "已经存在" in page  # a new campaign cannot overwrite an existing one
+    status, page, _ = await b.post("/console/campaigns/save", {**CAMPAIGN, "id": "drowning", "csrf": await b.csrf()})
+    assert status == 422 and "内置" in page
+
+
+async def test_the_dashboard_lists_what_campaigns_send_in_the_next_7_days(world: World) -> None:
+    b = await world.login("sadmin")
+    daily = {**CAMPAIGN, "id": "daily-reminder", "anchor": "cron", "cron": "0 9 * * *", "title": "每日安全提醒"}
+    status, _, _ = await b.post("/console/campaigns/save", {**daily, "csrf": await b.csrf()})
+    assert status == 303
+    status, page, _ = await b.get("/console")
+    upcoming = page.split('id="upcoming"')[1].split("</article>")[0]
+    assert status == 200 and upcoming.count("每日安全提醒") >= 6  # every morning of the coming week
+    status, page, _ = await (await world.login("teacher32")).get("/console")
+    assert "每日安全提醒" in page  # it reaches the teacher's class too
+
+
+async def test_a_campaign_of_one_school_is_not_for_another_schools_admin(world: World) -> None:
+    await world.store.put_school(School("t-s3", "第三小学", "d1", "demo"))
+    await world.campaign("school-walk", school="t-s2")
+    b = await world.login("sadmin")
+    status, _, _ = await b.get("/console/campaigns/school-walk/edit")
+    assert status == 403
+    status, page, _ = await b.post("/console/campaigns/save", {**CAMPAIGN, "id": "school-walk", "editing": "1",
+                                                               "csrf": await b.csrf()})  # fmt: skip
+    assert status == 422 and "已被其他学校或区县使用" in page
+
+
+async def test_the_lessons_page_shows_the_catalog_a_lesson_with_its_answers_and_the_rates(world: World) -> None:
+    b = await world.login("teacher32")
+    status, page, _ = await b.get("/console/lessons")
+    assert status == 200 and "课程目录" in page and "防溺水" in page and "参学率" in page
+    status, page, _ = await b.get("/console/lessons/drowning-g1-3")
+    assert status == 200 and "小测验" in page and "答案" in page
+    status, _, _ = await b.get("/console/lessons/no-such-lesson")
+    assert status == 404
+
+
+async def test_a_districts_lesson_rates_follow_the_page_and_are_kept_for_the_next_visit(world: World) -> None:
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/lessons")
+    assert status == 200 and 'data-fragment="/console/lessons/rates?"' in page and "正在统计" in page
+    status, part, _ = await b.get("/console/lessons/rates")
+    assert status == 200 and "参学率" in part and "平安路小学" in part and "<html" not in part
+    status, page, _ = await b.get("/console/lessons")
+    assert "data-fragment" not in page and "参学率" in page  # at hand now: in the page itself
+
+
+async def test_the_alerts_page_lists_a_warning_and_what_it_fired(world: World) -> None:
+    runner = world.console.ctx.services["campaigns"]
+    warning = {"type": "rainstorm", "level": "orange", "regions": ["demo"], "valid_until": time.time() + 7200}
+    alert = parse_alert(warning)
+    account = await world.console.accounts.get("dadmin")
+    assert account is not None
+    result = await AlertService(runner).receive(alert, account.subject())
+    assert result.status == "fired"
+    admin = await world.login("dadmin")
+    status, page, _ = await admin.get("/console/alerts")
+    assert status == 200 and "rainstorm" in page and "橙色预警" in page and "查看通知" in page
+    status, page, _ = await (await world.login("sadmin")).get("/console/alerts")
+    assert status == 200 and "rainstorm" in page  # it reached their school
