@@ -40,7 +40,6 @@ import os
 import re
 import sys
 import unicodedata
-import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,7 +166,10 @@ def _too_big(name: str, size: int, limits: Limits) -> str:
 
 def _decode(data: bytes, name: str) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text"
-        return data.decode("utf-16")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise ImportFileError(f"{name}: damaged UTF-16 text; save it again as CSV UTF-8 or as .xlsx") from None
     for encoding in ("utf-8-sig", "gb18030"):  # gb18030 ⊃ GBK ⊃ GB2312: what Excel in China saves
         try:
             return data.decode(encoding)
@@ -178,9 +180,14 @@ def _decode(data: bytes, name: str) -> str:
 
 def _csv_rows(data: bytes, name: str) -> Iterator[list[str]]:
     text = _decode(data, name)
-    first = text[: text.find("\n")] if "\n" in text else text
-    delimiter = max((",", "\t", ";"), key=first.count)
-    yield from csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # The delimiter is the one the header uses; title lines above it may have none, so look at the
+    # first lines that have any and take the most common.
+    head = [line for line in text.splitlines()[:HEADER_SEARCH_ROWS + 1] if any(d in line for d in ",\t;")]
+    delimiter = max((",", "\t", ";"), key=lambda d: max((line.count(d) for line in head), default=0))
+    try:
+        yield from csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    except csv.Error as exc:  # e.g. a cell over csv's 131,072-character field limit
+        raise ImportFileError(f"{name}: not a readable CSV file ({exc})") from None
 
 
 def _cell(value: Any) -> str:
@@ -198,14 +205,20 @@ def _cell(value: Any) -> str:
 def _xlsx_rows(data: bytes, name: str) -> Iterator[list[str]]:
     import openpyxl  # imported here: `bot --help` stays fast
 
+    # A damaged workbook can fail anywhere inside openpyxl (zip, XML parse, a bad cell) with many
+    # exception types; all of them mean the same to the person uploading it.
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise ImportFileError(f"{name}: not a readable .xlsx workbook ({exc})") from None
+    except Exception as exc:
+        raise ImportFileError(f"{name}: not a readable .xlsx workbook ({type(exc).__name__})") from None
     try:
         sheet = book.worksheets[0]
         for values in sheet.iter_rows(values_only=True):
             yield [_cell(v) for v in values]
+    except ImportFileError:
+        raise
+    except Exception as exc:
+        raise ImportFileError(f"{name}: a damaged .xlsx workbook ({type(exc).__name__}); save it again") from None
     finally:
         book.close()
 

@@ -40,7 +40,7 @@ def clean(text: str) -> str:
 
 
 def _cn_number(text: str) -> int | None:
-    if text.isdigit():
+    if text.isdecimal() and text.isascii():
         return int(text)
     if text in _CN_DIGITS:
         return _CN_DIGITS[text]

@@ -3,7 +3,7 @@ fail with anything but the documented ``ImportFileError`` (an unreadable file) o
 every row is either imported or rejected with a reason, good rows survive any encoding, delimiter and
 header spelling, and an import with a rejected row writes nothing to Redis.
 
-Four kinds of input still crash the importer: they are the ``xfail(strict=True)`` tests at the end,
+Inputs that once crashed the importer are the regression tests at the end,
 and the generators here leave them out so that the rest keeps guarding everything else.
 """
 
@@ -52,7 +52,7 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def digit_like(c: str) -> bool:
-    """A character Python calls a digit that int() cannot read (known crash: see the xfails)."""
+    """A character Python calls a digit that int() cannot read (it once crashed the importer)."""
     return c.isdigit() and not c.isdecimal()
 
 
@@ -62,7 +62,7 @@ cell = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30).filter(
 
 
 def known_crash(data: bytes) -> bool:
-    """A UTF-16 file that does not decode (see the xfails)."""
+    """A UTF-16 file that does not decode (it once crashed the importer)."""
     if not data.startswith(UTF16_BOMS):
         return False
     try:
@@ -214,37 +214,22 @@ def small_xlsx() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.xfail(strict=True, raises=csv.Error,
-                   reason="bug: bot/roster/importer.py _csv_rows lets csv.Error out (a cell over csv's 131,072 "
-                          "character field limit) instead of raising ImportFileError")  # fmt: skip
 def test_a_cell_longer_than_the_csv_field_limit_is_refused_with_import_file_error() -> None:
     with pytest.raises(ImportFileError):
         parse_roster(b"school,grade,class,name,id\n" + b"a" * 200_000 + b",3,2,x,1\n", "roster.csv")
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="bug: bot/roster/importer.py _decode lets UnicodeDecodeError out for a UTF-16 file "
-                          "(BOM) that does not decode (odd length, unpaired surrogate) instead of raising "
-                          "ImportFileError")  # fmt: skip
 def test_a_truncated_utf16_file_is_refused_with_import_file_error() -> None:
     with pytest.raises(ImportFileError):
         parse_roster("学校,年级,班级,姓名,学号\n".encode("utf-16") + b"\x00", "roster.csv")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug: bot/roster/model.py _cn_number calls int() on any str.isdigit() text, so a grade "
-                          "or class cell like '᧚' (U+19DA, a digit int() cannot read) makes validate() raise "
-                          "ValueError instead of rejecting the row (isdecimal() would do)")  # fmt: skip
 def test_a_grade_written_with_a_digit_int_cannot_read_is_a_rejected_row() -> None:
     row = RawRow(2, "s1", "\u19da", "2", "王小明", "20260301", "")
     report = validate(ParsedRoster("gen.csv", [row], has_phone=False), SCHOOLS)
     assert len(report.rejected) == 1
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="bug: bot/roster/importer.py _csv_rows guesses the delimiter from the first line only, so "
-                          "a title line with no delimiter above a tab- or semicolon-separated header makes the "
-                          "file 'no header row' (HEADER_SEARCH_ROWS says title lines are expected)")  # fmt: skip
 @pytest.mark.parametrize("delimiter", ["\t", ";"])
 def test_a_title_line_above_a_tab_or_semicolon_header_is_read(delimiter: str) -> None:
     text = "\n".join(["2026学年 学生名单", delimiter.join(["学校", "年级", "班级", "姓名", "学号"]),
@@ -252,11 +237,6 @@ def test_a_title_line_above_a_tab_or_semicolon_header_is_read(delimiter: str) ->
     assert len(parse_roster(text.encode(), "roster.csv").rows) == 1
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="bug: bot/roster/importer.py _xlsx_rows catches only BadZipFile/KeyError/ValueError/"
-                          "OSError around load_workbook; a damaged part (ParseError) or a bad cell met while "
-                          "reading rows (ParseError, IndexError, ValueError...) escapes instead of "
-                          "ImportFileError")  # fmt: skip
 @settings(max_examples=40, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(st.sampled_from(["xl/worksheets/sheet1.xml", "xl/workbook.xml", "[Content_Types].xml", "xl/styles.xml"]),
