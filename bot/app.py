@@ -14,13 +14,13 @@ from typing import Any
 from aiohttp import web
 from wechatpy.messages import BaseMessage
 
-from bot import campaigns, lessons, notices, roster
+from bot import campaigns, console, lessons, notices, roster
 from bot.chat import basic
 from bot.chat.engine import ChatEngine, render_reply
 from bot.chat.router import Router
 from bot.chat.texts import Texts
 from bot.config import Config
-from bot.delivery.outbox import enqueue_text
+from bot.delivery.outbox import enqueue_inbound, enqueue_text
 from bot.store.redis import Redis
 from bot.web import ops
 from bot.wechat.callback import WeChatCallback
@@ -47,7 +47,7 @@ class AppContext:
 Capability = Callable[[AppContext], None]
 
 # The capabilities, in the order their chat handlers are tried.
-CAPABILITIES: list[Capability] = [roster.setup, notices.setup, lessons.setup, campaigns.setup]
+CAPABILITIES: list[Capability] = [roster.setup, notices.setup, lessons.setup, campaigns.setup, console.setup]
 
 
 def build_menu(buttons: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def build_menu(buttons: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 CONTEXT_KEY: web.AppKey[AppContext] = web.AppKey("context", AppContext)
+CALLBACK_KEY: web.AppKey[WeChatCallback] = web.AppKey("callback", WeChatCallback)
 
 
 def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) -> web.Application:
@@ -93,7 +94,12 @@ def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) ->
             return ""
         return render_reply(texts.render("busy"), message)
 
-    WeChatCallback(config.wechat, respond, busy).register(app)
+    async def defer(query: str, body: str) -> None:  # a shed callback: `bot worker` answers it
+        await enqueue_inbound(engine.pipe, query, body)
+
+    callback = WeChatCallback(config.wechat, respond, busy, defer=defer, deferred=engine.answer_later)
+    callback.register(app)
+    app[CALLBACK_KEY] = callback
     ops.register(app)
     app[ops.REDIS_KEY] = redis
     app[CONTEXT_KEY] = ctx

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from bot.bench.cli import add_commands as _bench_commands
 from bot.campaigns.admin import add_commands as _campaign_commands
 from bot.config import Config, ConfigError, load_config
+from bot.console.cli import add_commands as _console_commands
 from bot.lessons.cli import add_commands as _lesson_commands
 from bot.logs import setup_logging
 from bot.notices.cli import add_commands as _notice_commands
@@ -31,6 +32,7 @@ EXTRA_COMMANDS += [_roster_commands, _bench_commands]  # import, teacher, classe
 EXTRA_COMMANDS += [_notice_commands, _token_commands]  # send notice, report notice; admin token
 EXTRA_COMMANDS += [_lesson_commands]  # report lessons (joins the report group notices created)
 EXTRA_COMMANDS += [_campaign_commands]  # campaigns list|preview|enable|disable|render|save|remove|check
+EXTRA_COMMANDS += [_console_commands]  # admin create|passwd|list (console accounts; after admin token)
 EXTRA_COMMANDS += [_privacy_commands]  # privacy erase|retention
 
 

@@ -52,6 +52,8 @@ class WeChatConfig:
     timestamp_window: int = 300
     body_limit: int = 65536
     reply_budget: float = 4.0
+    shed_inflight: int = 64
+    shed_wait: float = 0.5
     dedupe_ttl: int = 600
     api_timeout: float = 5.0
     api_retries: int = 3
@@ -77,6 +79,8 @@ class ServerConfig:
     public_url: str = ""
     shutdown_timeout: float = 10.0
     secret: str = ""
+    rate_per_ip: int = 600
+    trust_forwarded: bool = False
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -373,6 +377,8 @@ def _validate(cfg: Config) -> None:
         "wechat.timestamp_window": cfg.wechat.timestamp_window,
         "wechat.body_limit": cfg.wechat.body_limit,
         "wechat.reply_budget": cfg.wechat.reply_budget,
+        "wechat.shed_inflight": cfg.wechat.shed_inflight,
+        "wechat.shed_wait": cfg.wechat.shed_wait,
         "wechat.dedupe_ttl": cfg.wechat.dedupe_ttl,
         "wechat.api_timeout": cfg.wechat.api_timeout,
         "wechat.api_connections": cfg.wechat.api_connections,

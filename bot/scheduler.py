@@ -63,6 +63,7 @@ def build_scheduler(cfg: Config, redis: Redis, api: WeChatAPI) -> SchedulerConte
     notices = NoticeService(redis, cfg, RosterStore(redis))
 
     async def follow_up() -> None:
+        await notices.resume_stale_plans()
         await sweep(notices)
 
     scheduler.add_job(follow_up, "interval", seconds=cfg.scheduler.sweep_interval, id="followups",

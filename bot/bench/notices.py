@@ -11,17 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from bot.bench.core import Figure, Figures, at_least, at_most, bench_redis, benchmark, exactly, peak_rss_bytes, timer
+from bot.bench.procs import bench_config as _bench_config
+from bot.bench.procs import emulator_process, free_port
+from bot.bench.procs import env as _env
+from bot.bench.procs import progress as _progress
 from bot.bench.roster import MemoryRun, memory_section, openid
 from bot.store.redis import Redis
 
@@ -30,13 +32,10 @@ DISTRICT = "bench-d"
 CLASS_SIZE = 40
 
 
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-async def seed_guardians(r: Redis, guardians: int, seed: int = 0) -> list[str]:
+async def seed_guardians(r: Redis, guardians: int, seed: int = 0, *, identities: bool = False) -> list[str]:
     """A district whose classes hold ``guardians`` bound guardians (one per student), written straight
-    into the roster's hashes in pipelines: planning reads exactly these."""
+    into the roster's hashes in pipelines: planning reads exactly these. ``identities``: also each
+    guardian's identity (what the chat loads to know who writes, e.g. for 「确认」)."""
     from bot.roster.model import School
     from bot.roster.store import RosterStore
     from bot.store import keys
@@ -65,6 +64,8 @@ async def seed_guardians(r: Redis, guardians: int, seed: int = 0) -> list[str]:
                     people.append(o)
                     students[sid] = "学生|a"
                     links[sid] = f"{o}:m"
+                    if identities:
+                        pipe.set(keys.identity(o), f"g:{school}/{cid}/{sid}/m")
                     made += 1
                 pipe.hset(keys.class_students(school, cid), mapping=students)  # type: ignore[arg-type]
                 pipe.hset(keys.class_guardians(school, cid), mapping=links)  # type: ignore[arg-type]
@@ -86,66 +87,6 @@ def _admin() -> Any:
     return Subject("district_admin", district=DISTRICT)
 
 
-def _bench_config(redis_url: str, emulator_port: int) -> Any:
-    import base64
-    import secrets
-
-    from bot.config import Config
-
-    cfg = Config(source="bench")
-    w = cfg.wechat
-    w.app_id, w.app_secret, w.token = "wxbench0000000001", secrets.token_hex(16), secrets.token_hex(8)
-    w.aes_key = base64.b64encode(secrets.token_bytes(32)).decode()[:43]
-    w.api_base = w.oauth_base = f"http://127.0.0.1:{emulator_port}"
-    w.template_quota = 10_000_000
-    w.api_timeout = 10.0
-    cfg.redis.url = redis_url
-    cfg.emulator.port = emulator_port
-    cfg.emulator.daily_quota = 10_000_000
-    cfg.emulator.push_events = False
-    cfg.delivery.quiet_start = cfg.delivery.quiet_end = "00:00"
-    cfg.delivery.family_daily_cap = 0
-    return cfg
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(cfg: Any) -> dict[str, str]:
-    """The config as BOT__ variables, for child processes."""
-    import dataclasses
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT")}
-    for section in ("wechat", "redis", "emulator", "delivery", "worker"):
-        for f in dataclasses.fields(getattr(cfg, section)):
-            value = getattr(getattr(cfg, section), f.name)
-            if isinstance(value, list):
-                value = ",".join(map(str, value))
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            env[f"BOT__{section.upper()}__{f.name.upper()}"] = str(value)
-    return env
-
-
-@contextlib.contextmanager
-def emulator_process(cfg: Any) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "emulator"], env=_env(cfg), stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", cfg.emulator.port), 0.2):
-                break
-            time.sleep(0.05)
-        yield proc
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-
-
 @contextlib.asynccontextmanager
 async def planned_notice(guardians: int, latency_ms: float) -> AsyncIterator[tuple[Any, Redis, list[str], str]]:
     """Redis with a planned notice to ``guardians`` families, and the emulator running at ``latency_ms``."""
@@ -154,7 +95,7 @@ async def planned_notice(guardians: int, latency_ms: float) -> AsyncIterator[tup
 
     async with bench_redis() as r:
         url = str(r.connection_pool.connection_kwargs.get("path", ""))
-        cfg = _bench_config(f"unix://{url}", _free_port())
+        cfg = _bench_config(f"unix://{url}", free_port())
         cfg.emulator.latency_ms = latency_ms
         people = await seed_guardians(r, guardians)
         service = NoticeService(r, cfg, RosterStore(r))

@@ -4,18 +4,30 @@
    load the conversation state. A retry finds the record and gets the first answer (waiting for it
    if the first is still being handled) and runs nothing.
 2. The middleware chain (errors → user context → whatever capabilities add) and the router's handler.
-3. One round trip (``END_MESSAGE``): keep the answer for retries, save the state, release the lock.
+3. ``END_MESSAGE``: keep the answer for retries, save the state, release the lock. When the handler
+   left the conversation state as it was, END is sent without waiting for its reply, so the parent's
+   answer leaves after one round trip, not two. That is safe because both scripts go through one
+   shared connection (:mod:`bot.store.autopipeline`), which Redis serves in order: any later
+   command of this process (the same user's next message, a retry's poll of the dedupe record)
+   runs after END. A retry that comes before END has run finds the record pending and waits for it,
+   as it would for a slow handler. If the connection drops first, END is lost: the lock frees itself
+   after ``chat.lock_ttl`` and a retry (there is none: the parent got the answer) would get
+   ``success``; nothing else depends on it, as the state had not changed. A changed state is
+   awaited, so no answer runs ahead of the state it promises (a step of binding, a quiz).
 
-The whole of it runs in a task that the callback awaits only until the reply budget (default 4 s)
-is spent: then WeChat gets ``success`` at once, and the answer, when it comes, goes out as a
-customer-service message through the outbox.
+The whole of it (BEGIN included: a slow Redis counts against the budget too) runs in a task that
+the callback awaits only until the reply budget (default 4 s) is spent: then WeChat gets
+``success`` at once, the dedupe record is settled to ``success`` (a retry must not get the late
+answer as well), and the answer, when it comes, goes out as a customer-service message through the
+outbox. A message the callback shed under load comes back through :meth:`ChatEngine.answer_later`,
+from ``bot worker``: the same path, its answer by customer-service message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +42,7 @@ from bot.chat.texts import Texts
 from bot.config import Config
 from bot.metrics import DEDUPE_HITS, HANDLER_ERRORS, LATE_REPLIES
 from bot.store import keys
+from bot.store.autopipeline import Autopipeline, Script, shared
 from bot.store.redis import Redis
 from bot.store.scripts import BEGIN_MESSAGE, END_MESSAGE, SETTLE_PENDING
 from bot.wechat.protocol import mask_openid
@@ -43,6 +56,13 @@ LateReplySink = Callable[[str, str], Awaitable[None]]
 _NO_ANSWER = "S"  # stored answer meaning "success" (no passive reply)
 _ANSWER = "R"  # prefix of a stored reply XML
 _PENDING = ""
+_BEGIN, _END, _SETTLE = Script(BEGIN_MESSAGE), Script(END_MESSAGE), Script(SETTLE_PENDING)
+# wechatpy's TextReply.render(), character for character (tests/test_callback_parse.py checks it)
+_TEXT_REPLY = (
+    "<xml>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[{0}]]></Content>\n"
+    "<FromUserName><![CDATA[{1}]]></FromUserName>\n<ToUserName><![CDATA[{2}]]></ToUserName>\n"
+    "<CreateTime>{3}</CreateTime>\n</xml>"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +72,16 @@ class Answer:
     xml: str
     duplicate: bool = False
     late: bool = False
+
+
+@dataclass(slots=True)
+class _Claim:
+    """One message's hold on its dedupe record and its user's lock, as the request sees it."""
+
+    keys: list[str]  # dedupe, lock, state, identity
+    token: str  # whose lock it is
+    stage: str = "begin"  # "begin" (BEGIN on its way), "dup" (a retry), "run" (claimed: handling)
+    late: bool = False  # the request was answered "success" at the deadline
 
 
 @dataclass(slots=True)
@@ -75,7 +105,10 @@ def render_reply(value: ReplyValue, message: BaseMessage) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, str):
-        return str(TextReply(message=message, content=escape_cdata(value)).render())
+        raw = message._data  # the parsed fields: what message.target / .source give, without copying
+        return _TEXT_REPLY.format(
+            escape_cdata(value), raw.get("ToUserName"), raw.get("FromUserName"), int(time.time())
+        )
     if isinstance(value, EmptyReply):
         return ""
     if isinstance(value, BaseReply):
@@ -105,11 +138,14 @@ class ChatEngine:
         self._user_loaders: list[UserLoader] = []
         self._services = dict(services or {})
         self._late_reply = late_reply
-        self._begin = redis.register_script(BEGIN_MESSAGE)
-        self._end = redis.register_script(END_MESSAGE)
-        self._settle = redis.register_script(SETTLE_PENDING)
+        self._pipe = shared(redis)
         self._chain: Next | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def pipe(self) -> Autopipeline:
+        """The shared connection the engine's own commands go through (see bot.store.autopipeline)."""
+        return self._pipe
 
     # -- extension points (used at start-up by capabilities) ---------------------------------
     def add_middleware(self, middleware: Middleware) -> None:
@@ -125,59 +161,117 @@ class ChatEngine:
     def _build_chain(self) -> Next:
         self._router = self._tree.freeze()
         chain: Next = self._dispatch
-        for mw in reversed(self._middlewares):
-            chain = _bind(mw, chain)
+        if self._middlewares == [self._errors_middleware, self._user_middleware]:
+            chain = self._builtin_chain  # the same two, in one coroutine instead of three
+        else:
+            for mw in reversed(self._middlewares):
+                chain = _bind(mw, chain)
         self._chain = chain
         return chain
 
+    async def _builtin_chain(self, update: Update, data: dict[str, Any]) -> ReplyValue:
+        """``_errors_middleware`` around ``_user_middleware`` around ``_dispatch``, flattened."""
+        try:
+            user = User(openid=update.openid, masked=mask_openid(update.openid), facts={})
+            data["user"] = user
+            for loader in self._user_loaders:
+                await loader(user, data)
+            return await self._dispatch(update, data)
+        except Exception:
+            return self._handler_failed(update, data)
+
     # -- the path of a message ---------------------------------------------------------------
-    async def answer(self, message: BaseMessage, dedupe_key: str, *, started: float | None = None) -> Answer:
-        """Answer one verified, parsed callback message within the reply budget."""
+    async def answer(
+        self, message: BaseMessage, dedupe_key: str, *, started: float | None = None, budget: float | None = None
+    ) -> Answer:
+        """Answer one verified, parsed callback message within the reply budget (``budget`` seconds
+        from ``started``; default ``wechat.reply_budget``)."""
         started = time.monotonic() if started is None else started
-        deadline = started + self.config.wechat.reply_budget
+        cfg = self.config
+        deadline = started + (cfg.wechat.reply_budget if budget is None else budget)
         update = Update.from_message(message)
         openid = update.openid
         ks = [keys.dedupe(openid, dedupe_key), keys.chat_lock(openid), keys.chat_state(openid), keys.identity(openid)]
-        token = secrets.token_hex(8)
-        cfg = self.config
-        lock_ms = int(cfg.chat.lock_ttl * 1000)
-        status, *loaded = await self._begin(keys=ks, args=["1", cfg.wechat.dedupe_ttl, token, lock_ms])
-        if status == "dup":
-            DEDUPE_HITS.inc()
-            return await self._answer_of_duplicate(ks[0], loaded[0], deadline)
+        claim = _Claim(ks, os.urandom(8).hex())
+        loop = asyncio.get_running_loop()
+        # BEGIN, the handler and END run in a task of their own, which the request waits for only
+        # until the deadline (then the answer goes later by customer-service message): the task is
+        # never cancelled. Cheaper than wait_for(shield(task)), which this replaces.
+        task = loop.create_task(self._handle(update, claim, deadline))
+        waiter: asyncio.Future[None] = loop.create_future()
 
-        task = asyncio.create_task(self._run(update, ks, token, status, loaded))
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), wake)
+        task.add_done_callback(wake)
         try:
-            xml = await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            LATE_REPLIES.inc()
-            await self._settle(keys=[ks[0]], args=[_NO_ANSWER, cfg.wechat.dedupe_ttl])
-            self._background.add(task)
-            task.add_done_callback(lambda t: self._late_done(t, update))
-            return Answer("", late=True)
-        return Answer(xml)
+            await waiter
+        except asyncio.CancelledError:
+            self._keep_late(task, update)  # the request went away; the answer may still matter
+            raise
+        finally:
+            timer.cancel()
+            task.remove_done_callback(wake)
+        if task.done():
+            return task.result()
+        self._keep_late(task, update)
+        if claim.stage == "dup":  # a retry still waiting for the first answer: nothing of ours to settle
+            return Answer("", duplicate=True)
+        LATE_REPLIES.inc()
+        claim.late = True
+        if claim.stage == "run":  # else the task settles the record once BEGIN has claimed it
+            await self._pipe.run(_SETTLE, [ks[0]], [_NO_ANSWER, cfg.wechat.dedupe_ttl])
+        return Answer("", late=True)
+
+    async def answer_later(self, message: BaseMessage, dedupe_key: str) -> None:
+        """Answer a message the callback shed (``success`` was its passive reply): the answer goes
+        out as a customer-service message. A retry's duplicate sends nothing again."""
+        answer = await self.answer(message, dedupe_key, budget=self.config.chat.lock_ttl + 60)
+        if answer.duplicate or answer.late or not answer.xml or self._late_reply is None:
+            return  # a late answer is sent by _late_done
+        content = _text_of(answer.xml)
+        if content is None:
+            log.warning("non-text answer to a shed message for %s dropped", mask_openid(str(message.source)))
+            return
+        await self._late_reply(str(message.source), content)  # awaited: the job is done once it is queued
+
+    def _keep_late(self, task: asyncio.Task[Answer], update: Update) -> None:
+        self._background.add(task)
+        task.add_done_callback(lambda t: self._late_done(t, update))
 
     async def _answer_of_duplicate(self, dedupe_key: str, stored: str, deadline: float) -> Answer:
         delay = 0.01
         while stored == _PENDING and time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.1)
-            current = await self.redis.get(dedupe_key)
+            current = await self._pipe.execute("GET", dedupe_key)
             stored = _NO_ANSWER if current is None else str(current)  # expired: nothing more to give
         if stored.startswith(_ANSWER):
             return Answer(stored[len(_ANSWER) :], duplicate=True)
         return Answer("", duplicate=True)
 
-    async def _run(self, update: Update, ks: list[str], token: str, status: str, loaded: list[str]) -> str:
+    async def _handle(self, update: Update, claim: _Claim, deadline: float) -> Answer:
+        """BEGIN (claim the dedupe record, take the lock, load state and identity), the handler, END."""
         cfg = self.config
+        ks, token = claim.keys, claim.token
         lock_ms = int(cfg.chat.lock_ttl * 1000)
+        status, *loaded = await self._pipe.run(_BEGIN, ks, ["1", cfg.wechat.dedupe_ttl, token, lock_ms])
+        if status == "dup":
+            claim.stage = "dup"
+            DEDUPE_HITS.inc()
+            return await self._answer_of_duplicate(ks[0], loaded[0], deadline)
+        claim.stage = "run"
+        if claim.late:  # the request was answered "success" while BEGIN was on its way
+            await self._pipe.run(_SETTLE, [ks[0]], [_NO_ANSWER, cfg.wechat.dedupe_ttl])
         delay = 0.005
         while status == "locked":
             # Another message of this user is being handled: wait our turn. The lock has a TTL, so
             # a crashed holder delays us at most chat.lock_ttl.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-            status, *loaded = await self._begin(keys=ks, args=["0", cfg.wechat.dedupe_ttl, token, lock_ms])
+            status, *loaded = await self._pipe.run(_BEGIN, ks, ["0", cfg.wechat.dedupe_ttl, token, lock_ms])
         raw_state, identity = loaded[0], loaded[1]
         state = ChatState(raw_state)
         xml = ""
@@ -188,8 +282,11 @@ class ChatEngine:
             xml = render_reply(value, update.message)
         finally:
             stored = _ANSWER + xml if xml else _NO_ANSWER
-            await self._end(keys=ks[:3], args=[stored, cfg.wechat.dedupe_ttl, token, state.dump(), cfg.chat.state_ttl])
-        return xml
+            dump = state.dump()
+            args: list[str | int | float | bytes] = [stored, cfg.wechat.dedupe_ttl, token, dump, cfg.chat.state_ttl]
+            if dump != "" or not self._pipe.send_script(_END, ks[:3], args):
+                await self._pipe.run(_END, ks[:3], args)
+        return Answer(xml)
 
     def _context(self, update: Update, state: ChatState, raw_state: str) -> dict[str, Any]:
         data = dict(self._services)
@@ -223,12 +320,16 @@ class ChatEngine:
         try:
             return await call_next(update, data)
         except Exception:
-            HANDLER_ERRORS.inc()
-            log.exception("handler failed for %s (%s %s)", mask_openid(update.openid), update.kind, update.event)
-            data["state"].discard_changes(data["raw_state"])
-            if update.kind == "event" and update.event not in ("subscribe", "subscribe_scan", "scan", "click"):
-                return None
-            return self.texts.render("error")
+            return self._handler_failed(update, data)
+
+    def _handler_failed(self, update: Update, data: dict[str, Any]) -> ReplyValue:
+        """After a handler raised (inside ``except``): log it, drop its state changes, apologise."""
+        HANDLER_ERRORS.inc()
+        log.exception("handler failed for %s (%s %s)", mask_openid(update.openid), update.kind, update.event)
+        data["state"].discard_changes(data["raw_state"])
+        if update.kind == "event" and update.event not in ("subscribe", "subscribe_scan", "scan", "click"):
+            return None
+        return self.texts.render("error")
 
     async def _user_middleware(self, call_next: Next, update: Update, data: dict[str, Any]) -> ReplyValue:
         user = User(openid=update.openid, masked=mask_openid(update.openid), facts={})
@@ -238,23 +339,26 @@ class ChatEngine:
         return await call_next(update, data)
 
     # -- late answers -----------------------------------------------------------------------
-    def _late_done(self, task: asyncio.Task[str], update: Update) -> None:
+    def _late_done(self, task: asyncio.Task[Answer], update: Update) -> None:
         self._background.discard(task)
         if task.cancelled() or task.exception() is not None:
             if not task.cancelled():
                 log.error("late handler failed for %s: %r", mask_openid(update.openid), task.exception())
             return
-        xml = task.result()
+        answer = task.result()
+        if not answer.duplicate:  # a retry's wait: the first message's own answer goes its own way
+            self._deliver_late(update.openid, answer.xml)
+
+    def _deliver_late(self, openid: str, xml: str) -> None:
         if not xml or self._late_reply is None:
             return
         content = _text_of(xml)
         if content is None:
             log.warning(
-                "late non-text reply for %s dropped (only text goes by customer-service message)",
-                mask_openid(update.openid),
+                "late non-text reply for %s dropped (only text goes by customer-service message)", mask_openid(openid)
             )
             return
-        t: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._send_late(update.openid, content))
+        t: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._send_late(openid, content))
         self._background.add(t)
         t.add_done_callback(self._background.discard)
 
@@ -263,9 +367,10 @@ class ChatEngine:
         await self._late_reply(openid, text)
 
     async def drain(self, limit: float) -> None:
-        """Wait for late handlers still running (graceful shutdown)."""
+        """Wait for late handlers still running (graceful shutdown), then close the shared connection."""
         if self._background:
             await asyncio.wait(list(self._background), timeout=limit)
+        await self._pipe.aclose()
 
 
 def _bind(mw: Middleware, call_next: Next) -> Next:

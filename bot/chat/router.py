@@ -34,13 +34,18 @@ class Update:
     @classmethod
     def from_message(cls, message: BaseMessage) -> Update:
         kind = str(getattr(message, "type", "unknown") or "unknown")
+        # The XML fields as parsed: what wechatpy's field descriptors return for these string fields,
+        # without their deep copies and conversions on every access (this runs for every message).
+        raw: dict[str, Any] = getattr(message, "_data", None) or {}
+        if kind == "text":
+            text = normalize_text(str(raw.get("Content") or ""))
+            return cls(message, str(raw.get("FromUserName") or ""), kind, text=text)
         event = str(getattr(message, "event", "") or "").lower() if kind == "event" else ""
-        text = normalize_text(str(getattr(message, "content", "") or "")) if kind == "text" else ""
         key = ""
         if kind == "event":
             raw_key = getattr(message, "key", None) or getattr(message, "scene_id", None) or ""
             key = str(raw_key)
-        return cls(message=message, openid=str(message.source or ""), kind=kind, event=event, text=text, key=key)
+        return cls(message=message, openid=str(message.source or ""), kind=kind, event=event, key=key)
 
 
 _TRIM = " \t\r\n\u3000。.!！?？~～"
@@ -251,12 +256,97 @@ class Router:
 
 
 @dataclass(frozen=True, slots=True)
+class _Gates:
+    """What an entry's built-in filters require of an update, known before any update arrives."""
+
+    kinds: frozenset[str] | None = None  # None: any
+    events: frozenset[str] | None = None
+    menu_keys: frozenset[str] | None = None
+    words: frozenset[str] | None = None
+    states: tuple[str | None, ...] | None = None
+
+    @classmethod
+    def of(cls, entry: HandlerEntry) -> _Gates:
+        kinds: set[str] | None = None
+        events = menu_keys = words = None
+        states = None
+
+        def need(k: set[str]) -> None:
+            nonlocal kinds
+            kinds = k if kinds is None else kinds & k
+
+        for f in entry.filters:
+            if isinstance(f, MsgType):
+                need(set(f.kinds))
+            elif isinstance(f, Command):
+                need({"text"})
+                words = f.words if words is None else words & f.words
+            elif isinstance(f, Pattern):
+                need({"text"})
+            elif isinstance(f, Event):
+                need({"event"})
+                events = frozenset(f.events) if events is None else events & frozenset(f.events)
+            elif isinstance(f, MenuKey):
+                need({"event"})
+                events = frozenset({"click"}) if events is None else events & {"click"}
+                menu_keys = frozenset(f.keys) if menu_keys is None else menu_keys & frozenset(f.keys)
+            elif isinstance(f, State) and states is None:  # a second State filter is left to match()
+                states = f.states
+        return cls(None if kinds is None else frozenset(kinds), events, menu_keys, words, states)
+
+    def allow(self, kind: str, event: str, key: str, word: str | None, state: str | None) -> bool:
+        if self.kinds is not None and kind not in self.kinds:
+            return False
+        if self.events is not None and event not in self.events:
+            return False
+        if self.menu_keys is not None and key not in self.menu_keys:
+            return False
+        if self.words is not None and word not in self.words:
+            return False
+        if self.states is not None:
+            if ANY_STATE in self.states:
+                return state is not None
+            return state in self.states
+        return True
+
+
+@dataclass(frozen=True, slots=True)
 class FrozenRouter:
+    """The handlers in order, with the candidates for each kind of update worked out once.
+
+    Most filters depend only on the message kind, the event, a menu key, the command word and the
+    conversation state; for each combination seen, the entries whose filters could pass are listed
+    once, and only those are tried (Patterns still run). Same answer as trying every handler in
+    order, without 40 filter calls for a parent's "你好".
+    """
+
     handlers: tuple[HandlerEntry, ...]
     fallbacks: tuple[HandlerEntry, ...]
+    _gates: dict[int, _Gates] = field(default_factory=dict, compare=False, repr=False)
+    _words: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    _candidates: dict[tuple[str, str, str, str | None, str | None], tuple[tuple[HandlerEntry, ...], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        words: set[str] = set()
+        for entry in (*self.handlers, *self.fallbacks):
+            gates = self._gates[id(entry)] = _Gates.of(entry)
+            words |= gates.words or set()
+        object.__setattr__(self, "_words", frozenset(words))
 
     def resolve(self, update: Update, state: str | None) -> tuple[HandlerEntry, dict[str, Any]] | None:
-        for group in (self.handlers, self.fallbacks):
+        text = update.text.lower() if update.kind == "text" else ""
+        key = (update.kind, update.event, update.key if update.event == "click" else "",
+               text if text in self._words else None, state)  # fmt: skip
+        groups = self._candidates.get(key)
+        if groups is None:
+            if len(self._candidates) > 4096:  # bounded whatever comes in
+                self._candidates.clear()
+            groups = self._candidates[key] = tuple(
+                tuple(e for e in group if self._gates[id(e)].allow(*key)) for group in (self.handlers, self.fallbacks)
+            )
+        for group in groups:
             for entry in group:
                 injected = entry.match(update, state)
                 if injected is not None:

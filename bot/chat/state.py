@@ -56,6 +56,8 @@ class ChatState:
         self._dirty = True
 
     def clear(self) -> None:
+        if self._state is None and not self._data:
+            return  # nothing to clear: nothing to write back (the engine need not wait for Redis)
         self._state = None
         self._data = {}
         self._dirty = True

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bot.store import keys
+from bot.store.autopipeline import Autopipeline
 from bot.store.redis import Redis
+
+INBOUND = "inbound"  # a callback shed under load: bot worker verifies and answers it (bot/serve.py)
 
 
 async def enqueue(redis: Redis, kind: str, fields: Mapping[str, str]) -> str:
@@ -20,6 +23,14 @@ async def enqueue(redis: Redis, kind: str, fields: Mapping[str, str]) -> str:
 async def enqueue_text(redis: Redis, openid: str, text: str) -> str:
     """A customer-service text (e.g. the answer of a handler that overran the reply budget)."""
     return await enqueue(redis, "cs_text", {"to": openid, "text": text})
+
+
+async def enqueue_inbound(pipe: Autopipeline, query: str, body: str) -> None:
+    """A callback as it came (query string and body), for ``bot worker`` to verify and answer.
+
+    Sent on the callback's shared connection: shedding must cost far less than answering.
+    """
+    await pipe.execute("XADD", keys.outbox(), "*", "k", INBOUND, "q", query, "b", body)
 
 
 async def pending_count(redis: Redis) -> int:

@@ -9,6 +9,7 @@ guardian, so planning a city-wide notice writes a few thousand stream entries, n
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,7 +38,10 @@ from bot.roster.authz import Action, NoticeObj, Scope, Subject, can
 from bot.roster.model import ACTIVE, Who, class_label, decode_links
 from bot.roster.store import RosterStore
 from bot.store import keys
+from bot.store.autopipeline import Script, shared
 from bot.store.redis import Redis, hgetall, run_script_many
+
+log = logging.getLogger(__name__)
 
 # Move a guardian's record forward (never back): opened after delivered, confirmed after opened...
 # KEYS: records. ARGV: openid, new status, now, msgid ("" keeps), allowed-from ("" = by progress)
@@ -67,6 +71,18 @@ end
 return added
 """
 
+# Claim the planning of a notice. KEYS: notice. ARGV: now, stale seconds.
+# "done": planned already; "busy": another process started less than `stale` ago; "go": ours.
+_CLAIM_PLAN = """
+if redis.call('HEXISTS', KEYS[1], 'planned_at') == 1 then return 'done' end
+local started = tonumber(redis.call('HGET', KEYS[1], 'planning') or '')
+if started and tonumber(ARGV[1]) - started < tonumber(ARGV[2]) then return 'busy' end
+redis.call('HSET', KEYS[1], 'planning', ARGV[1])
+return 'go'
+"""
+
+PLAN_STALE = 120  # seconds: a plan started longer ago and never finished was cut off by a crash
+
 # One confirmation per student, whoever gives it; an understood answer upgrades a plain one.
 # KEYS: records, confirmations. ARGV: openid, now, understood ("1"/"0"), student keys...
 _CONFIRM = """
@@ -90,6 +106,9 @@ if (rank[status] or 0) > (rank[st] or 0) or rank[st] == nil then
 end
 return new
 """
+
+
+_CONFIRM_SCRIPT = Script(_CONFIRM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +188,8 @@ class NoticeService:
         self.config = config
         self.roster = roster
         self._advance = redis.register_script(_ADVANCE)
-        self._confirm = redis.register_script(_CONFIRM)
         self._hsetnx_many = redis.register_script(_HSETNX_MANY)
+        self._claim_plan = redis.register_script(_CLAIM_PLAN)
         self._cache: dict[str, Notice] = {}
 
     # -- creating -----------------------------------------------------------------------------
@@ -226,7 +245,10 @@ class NoticeService:
             raise NoticeError("audience", "you may not send this notice to this audience" +
                               ("（紧急通知需要学校或教育局管理员）" if draft.urgent else ""))  # fmt: skip
         notice, created = await self.create(draft, key=key, now=now)
-        plan = await self.plan(notice, now=now) if created else None
+        # A repeated key after a crash mid-plan finishes the plan; otherwise plan() does nothing.
+        plan = await self.plan(notice, now=now)
+        if not created:
+            plan = None
         return notice, plan, created
 
     async def get(self, notice_id: str) -> Notice | None:
@@ -296,12 +318,15 @@ class NoticeService:
     async def plan(self, notice: Notice, *, now: float | None = None, again: bool = False) -> Plan | None:
         """One record per guardian and outbox batches; spread what today's quota cannot take.
 
-        Runs once per notice (None if it already ran); ``again`` re-runs it after a crash mid-plan:
-        records are only added where missing and a worker sends only to guardians whose record
-        still says queued, so a repeated batch never means a second card.
+        Runs once per notice: None if it already ran, or if another process is planning it right now.
+        A plan left unfinished by a crash (started more than PLAN_STALE seconds ago, never finished)
+        runs again, and so does ``again=True``: records are only added where missing and a worker
+        sends only to guardians whose record still says queued, so a repeated batch never means a
+        second card.
         """
         now = clock.now() if now is None else now
-        if not await self.r.hsetnx(keys.notice(notice.id), "planned_at", repr(now)) and not again:
+        claim = await self._claim_plan(keys=[keys.notice(notice.id)], args=[repr(now), PLAN_STALE])
+        if claim != "go" and not again:
             return None
         classes = await self.resolve(notice.draft.audience)
         guardians, targeted, unbound = await self._audience_members(classes)
@@ -355,12 +380,14 @@ class NoticeService:
                 keys.notice(notice.id),
                 mapping={
                     "status": "sending",
+                    "planned_at": repr(now),
                     "targeted": targeted,
                     "reachable": len(openids),
                     "without_guardian": unbound,
                     "classes": json.dumps([f"{s}/{c}" for s, c in classes]),
                 },
             )
+            pipe.hdel(keys.notice(notice.id), "planning")
             await pipe.execute()
         later = tuple((d, c) for d, c, _ in days[1:] if c)
         warning = ""
@@ -369,6 +396,20 @@ class NoticeService:
             warning = f"今日模板消息额度不足：今天发送{fit_today}条，其余顺延：{spread}。"
         self._cache.pop(notice.id, None)
         return Plan(notice.id, len(classes), targeted, len(openids), unbound, fit_today, later, warning)
+
+    async def resume_stale_plans(self, *, now: float | None = None, lookback: float = 86400) -> int:
+        """Finish plans a crash cut off (run by the scheduler); returns how many were resumed."""
+        now = clock.now() if now is None else now
+        ids: list[str] = await self.r.zrangebyscore(keys.notices_by_time(), now - lookback, now)  # type: ignore[assignment]
+        resumed = 0
+        for nid in ids:
+            planning, planned = await self.r.hmget(keys.notice(nid), ["planning", "planned_at"])
+            if planning and not planned and now - float(planning) >= PLAN_STALE:
+                notice = await self.get(nid)
+                if notice is not None and await self.plan(notice, now=now) is not None:
+                    resumed += 1
+                    log.warning("notice %s: finished a plan cut off by a crash", nid)
+        return resumed
 
     # -- what families do ---------------------------------------------------------------------
     async def record(self, notice_id: str, openid: str) -> Record | None:
@@ -396,7 +437,7 @@ class NoticeService:
 
     async def children_in(self, notice: Notice, who: Who) -> list[tuple[str, str, str]]:
         """(school, class, student) of this guardian's children that the notice addresses."""
-        schools = await self.roster.schools()
+        schools = await self.roster.schools_of(c.school for c in who.children)
         out = []
         for c in who.children:
             school = schools.get(c.school)
@@ -424,9 +465,10 @@ class NoticeService:
         now = clock.now() if now is None else now
         students = [f"{s}/{sid}" for s, _c, sid in children]
         result = int(
-            await self._confirm(
-                keys=[keys.notice_records(notice_id), keys.notice_confirmations(notice_id)],
-                args=[openid, int(now), "1" if understood else "0", *students],
+            await shared(self.r).run(
+                _CONFIRM_SCRIPT,
+                [keys.notice_records(notice_id), keys.notice_confirmations(notice_id)],
+                [openid, int(now), "1" if understood else "0", *students],
             )
         )
         if result < 0:
@@ -466,13 +508,12 @@ class NoticeService:
         """Recent notices this guardian has a card for and has not confirmed, newest first."""
         now = clock.now() if now is None else now
         since = now - self.config.notices.recent_days * 86400
-        ids: list[str] = await self.r.zrevrangebyscore(keys.notices_by_time(), now + 60, since)  # type: ignore[assignment]
+        # A parent's 「确认」 runs this: on the shared connection (bot.store.autopipeline), not redis-py's pool.
+        pipe = shared(self.r)
+        ids: list[str] = await pipe.execute("ZREVRANGEBYSCORE", keys.notices_by_time(), repr(now + 60), repr(since))
         if not ids:
             return []
-        async with self.r.pipeline(transaction=False) as pipe:
-            for nid in ids:
-                pipe.hget(keys.notice_records(nid), openid)
-            raws = await pipe.execute()
+        raws = await pipe.execute_many(*(("HGET", keys.notice_records(nid), openid) for nid in ids))
         out = []
         for nid, raw in zip(ids, raws, strict=True):
             rec = Record.decode(raw)

@@ -29,6 +29,7 @@ from bot.roster.model import (
     decode_links,
 )
 from bot.store import keys
+from bot.store.autopipeline import shared
 from bot.store.redis import Redis, get, hget, hgetall, hmget, run_script_many
 
 # Class and invite codes avoid look-alike characters (0/O, 1/I/L) people misread from paper.
@@ -181,6 +182,14 @@ class RosterStore:
     async def schools(self) -> dict[str, School]:
         raw = await hgetall(self.r, keys.schools())
         return {sid: _school(sid, v) for sid, v in raw.items()}
+
+    async def schools_of(self, school_ids: Iterable[str]) -> dict[str, School]:
+        """Just these schools (a city has 1,300: reading them all for one parent's 确认 is waste)."""
+        ids = sorted(set(school_ids))
+        if not ids:
+            return {}
+        raws = await shared(self.r).execute("HMGET", keys.schools(), *ids)  # hot: on the shared connection
+        return {sid: _school(sid, raw) for sid, raw in zip(ids, raws, strict=True) if raw}
 
     async def settings(self, school_id: str) -> SchoolSettings:
         proof, approval = await hmget(self.r, keys.school_meta(school_id), ["proof", "approval"])

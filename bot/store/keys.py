@@ -208,6 +208,12 @@ def family_cap(openid: str, day: str) -> str:
 OUTBOX_GROUP = "workers"
 
 
+# -- rate limits ----------------------------------------------------------------------------
+def rate_counter(kind: str, who: str, bucket: int) -> str:
+    """Counter of one client's hits in one window (expires with it)."""
+    return f"{PREFIX}:rl:{kind}:{who}:{bucket}"
+
+
 # -- operations ---------------------------------------------------------------------------
 def heartbeat(process: str, ident: str) -> str:
     return f"{PREFIX}:hb:{process}:{ident}"

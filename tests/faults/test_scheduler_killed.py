@@ -46,10 +46,10 @@ async def stage_of(r: Redis, firing_id: str) -> str:
     notice_id = await r.get(keys.notice_idempotency(firing_id))
     if not notice_id:
         return "claimed"
-    planned_at, sending = await r.hmget(keys.notice(notice_id), ["planned_at", "status"])
+    planning, sending = await r.hmget(keys.notice(notice_id), ["planning", "status"])
     if sending == "sending":
         return "planned"
-    return "planning" if planned_at else "claimed"
+    return "planning" if planning else "claimed"
 
 
 def tick(cfg: Config, now: float, log: Path) -> subprocess.Popen[bytes]:
@@ -76,16 +76,7 @@ async def outbox_openids(r: Redis, notice_id: str) -> Counter[str]:
     "kill_at",
     [
         "claimed",
-        pytest.param(
-            "planning",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: bot/notices/service.py NoticeService.plan() claims planned_at first and returns None "
-                "whenever it is set; CampaignRunner.fire on the retaken firing (created=False) calls plan(notice), "
-                "which does nothing, so a scheduler killed mid-plan leaves a notice recorded 'fired' whose records "
-                "and outbox batches were never (fully) written: no family gets a card",
-            ),
-        ),
+        "planning",
         "planned",
     ],
 )

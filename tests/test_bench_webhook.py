@@ -1,0 +1,85 @@
+"""`bot bench webhook` and `bot bench ack-burst` at a small size: they run and print the documented JSON.
+
+No timed assertions: whether the targets are met is the benchmark's to say on a real run. These
+check that every system answered, nothing was lost and the figures are all there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.paths import ROOT
+
+pytestmark = pytest.mark.slow
+
+# the bench extra (pip install -e '.[bench]'): without it the webhook bench compares two systems
+HAS_WEROBOT = Path(sys.executable).with_name("gunicorn").exists() and importlib.util.find_spec("werobot") is not None
+
+
+def bench(*args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "bench", *args, "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("\n") == 1, done.stdout  # exactly one JSON object on stdout
+    result: dict[str, Any] = json.loads(done.stdout)
+    assert set(result) == {"bench", "machine", "figures"}
+    for name, figure in result["figures"].items():
+        assert set(figure) == {"value", "unit", "target", "met"}, name
+        assert isinstance(figure["value"], int | float), name
+        assert (figure["target"] is None) == (figure["met"] is None), name
+    return result
+
+
+def value(result: dict[str, Any], name: str) -> float:
+    return float(result["figures"][name]["value"])
+
+
+@pytest.mark.parametrize("generator", ["auto", "builtin"])
+def test_webhook_bench_compares_the_systems_and_sheds_without_losing(generator: str) -> None:
+    systems = "werobot,echo,full" if HAS_WEROBOT else "echo,full"
+    result = bench("webhook", "--seconds", "2", "--rounds", "1", "--warmup", "0.5", "--systems", systems,
+                   "--generator", generator, "--saturation", "1.5", "--saturation-connections", "64",
+                   *(["--no-workers"] if generator == "builtin" else []))  # fmt: skip
+    f = result["figures"]
+    assert result["bench"] == "webhook"
+    assert result["machine"]["redis"] and result["machine"]["load_generator"] in ("wrk", "builtin")
+    for system in systems.split(","):
+        assert value(result, f"{system}_rps") > 0, system
+        assert value(result, f"{system}_errors") == 0 and value(result, f"{system}_5xx") == 0, system
+        assert value(result, f"{system}_p99") >= value(result, f"{system}_p50") > 0, system
+    assert value(result, "full_replies") > 0 and value(result, "full_success_answers") == 0
+    assert f["ratio_vs_echo"]["target"] == "≥ 1 ×"
+    if HAS_WEROBOT:
+        assert f["ratio_vs_werobot"]["target"] == "≥ 2.5 ×"
+    assert f["full_p99_target"]["target"] == "≤ 15 ms"
+    if generator != "builtin":
+        assert f["scaling_2_workers"]["target"] == "≥ 1.7 ×" and value(result, "full_2w_rps") > 0
+    assert f["saturation_lost"]["met"] and f["saturation_5xx"]["met"] and f["saturation_errors"]["met"]
+    assert value(result, "saturation_kept_for_worker") >= value(result, "saturation_shed")
+    assert f["pool_wrapped"]["met"]
+
+
+def test_ack_burst_bench_counts_every_confirmation_it_answered() -> None:
+    result = bench("ack-burst", "--seconds", "3", "--warmup", "1", "--max-rate", "6000", "--connections", "16")
+    f = result["figures"]
+    assert result["bench"] == "ack-burst"
+    assert value(result, "confirmations_in_redis") > 0
+    assert value(result, "answered_200") > 0
+    assert f["lost"]["met"] and f["errors"]["met"] and f["status_5xx"]["met"] and f["pool_wrapped"]["met"]
+    assert f["confirmations_per_second"]["target"] == "≥ 2,000 /s"
+    assert value(result, "serve_workers") == 2
