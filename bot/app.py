@@ -23,6 +23,7 @@ from bot.config import Config
 from bot.delivery.outbox import enqueue_inbound, enqueue_text
 from bot.store.redis import Redis
 from bot.web import ops
+from bot.web.ratelimit import PerUserLimit, ip_limit_middleware
 from bot.wechat.callback import WeChatCallback
 from bot.wechat.client import WeChatAPI
 from bot.wechat.errors import WeChatError
@@ -62,7 +63,10 @@ CALLBACK_KEY: web.AppKey[WeChatCallback] = web.AppKey("callback", WeChatCallback
 
 
 def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) -> web.Application:
-    app = web.Application(client_max_size=config.wechat.body_limit, middlewares=[ops.timing_middleware])
+    app = web.Application(
+        client_max_size=config.wechat.body_limit,
+        middlewares=[ops.timing_middleware, ip_limit_middleware(redis, config.server)],
+    )
     texts = Texts()
     own_api = api is None
     api = api or WeChatAPI(config.wechat, redis)
@@ -85,7 +89,11 @@ def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) ->
     ctx.menu.append({"type": "click", "name": "帮助", "key": basic.HELP_KEY})
     engine.provide(help_items=list(ctx.help_items))
 
+    per_user = PerUserLimit(config.wechat.rate_per_openid)
+
     async def respond(message: BaseMessage, dedupe_key: str, started: float) -> str:
+        if getattr(message, "type", "") != "event" and not per_user.allow(str(message.source)):
+            return render_reply(texts.render("slow_down"), message)  # not kept: a retry may pass later
         answer = await engine.answer(message, dedupe_key, started=started)
         return answer.xml
 

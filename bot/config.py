@@ -69,6 +69,7 @@ class WeChatConfig:
     cs_after_event: int = 3
     cs_after_event_window: int = 60
     menu_on_start: bool = False
+    rate_per_openid: int = 30
 
 
 @dataclass

@@ -28,6 +28,7 @@ import aiohttp
 
 from bot.app import create_app
 from bot.config import Config
+from bot.console.demo_page import with_demo
 from bot.delivery.outbox import enqueue_text
 from bot.demo_data import DEMO_SCHOOL
 from bot.notices.model import card_text as card_title
@@ -423,7 +424,7 @@ async def _run(cfg: Config, *, once: bool) -> int:
     redis = connect(cfg.redis.url)
     api = WeChatAPI(cfg.wechat, redis)
     emulator_runner = await start_site(create_emulator_app(cfg), cfg.emulator.host, cfg.emulator.port)
-    bot_runner = await start_site(create_app(cfg, redis, api=api), cfg.server.host, cfg.server.port)
+    bot_runner = await start_site(with_demo(create_app(cfg, redis, api=api)), cfg.server.host, cfg.server.port)
     worker = build_worker(cfg, redis, api, name="demo-worker")
     worker_task = asyncio.create_task(worker.run())
     sched = build_scheduler(cfg, redis, api)
@@ -437,6 +438,7 @@ async def _run(cfg: Config, *, once: bool) -> int:
         print(line, flush=True)
 
     out(f"\nSafeBell demo ({cfg.account.name})")
+    out(f"  play a parent: {bot_url}/demo   console: {bot_url}/console")
     out(f"  bot:       {bot_url}/wechat   (health: {bot_url}/healthz, metrics: {bot_url}/metrics)")
     out(f"  emulator:  {cfg.emulator_base_url()}/_emulator/stats")
     out(f"  redis:     {cfg.redis.url}\n")

@@ -47,6 +47,8 @@ def bench_config(redis_url: str, emulator_port: int) -> Config:
     w.api_base = w.oauth_base = f"http://127.0.0.1:{emulator_port}"
     w.template_quota = 10_000_000
     w.api_timeout = 10.0
+    cfg.server.rate_per_ip = 0  # a load generator is one client asking as fast as it can
+    cfg.wechat.rate_per_openid = 0
     cfg.redis.url = redis_url
     cfg.emulator.port = emulator_port
     cfg.emulator.daily_quota = 10_000_000

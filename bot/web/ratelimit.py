@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from bot.config import ServerConfig
 from bot.store import keys
@@ -49,9 +50,7 @@ def client_ip(request: web.Request, cfg: ServerConfig) -> str:
     return request.remote or "unknown"
 
 
-def ip_limit_middleware(
-    redis: Redis, cfg: ServerConfig
-) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]:
+def ip_limit_middleware(redis: Redis, cfg: ServerConfig) -> Middleware:
     limiter = RateLimiter(redis)
 
     @web.middleware
@@ -73,3 +72,28 @@ def ip_limit_middleware(
         return await handler(request)
 
     return limit
+
+
+class PerUserLimit:
+    """Messages per openid per minute, counted in this process (no Redis round trip on the hot path).
+
+    With N serve processes a flood spread over all of them gets N times the limit before it is
+    slowed: still a bound, at no cost to ordinary parents. Events (WeChat's own reports) are never
+    limited.
+    """
+
+    def __init__(self, per_minute: int, max_users: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self.max_users = max_users
+        self._window = 0
+        self._counts: dict[str, int] = {}
+
+    def allow(self, openid: str, now: float | None = None) -> bool:
+        if self.per_minute <= 0:
+            return True
+        window = int((time.time() if now is None else now) // 60)
+        if window != self._window or len(self._counts) > self.max_users:
+            self._window, self._counts = window, {}
+        n = self._counts.get(openid, 0) + 1
+        self._counts[openid] = n
+        return n <= self.per_minute
