@@ -504,16 +504,11 @@ def _passed_topic(results: dict[str, LessonResult], topic: str) -> bool:
     return status(results, topic)[2]
 
 
-def _chat(
-    openid: str,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> LessonChat:
-    return LessonChat(openid, state, texts, lesson_store, lesson_library, roster, config)
+def _chat(data: dict[str, Any]) -> LessonChat:
+    """The lesson conversation of this message (handlers take the engine's whole context)."""
+    d = data
+    return LessonChat(d["openid"], d["state"], d["texts"], d["lesson_store"], d["lesson_library"], d["roster"],
+                      d["config"])  # fmt: skip
 
 
 # -- handlers: ordinary (specific words or states) ---------------------------------------------------
@@ -584,116 +579,45 @@ async def learning_report(
 
 @router.handler(Command(*START_WORDS))
 @router.handler(MenuKey(LESSONS_KEY))
-async def start(
-    openid: str,
-    who: Who,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).start(who)
+async def start(**data: Any) -> str:
+    return await _chat(data).start(data["who"])
 
 
 @router.handler(State(RUN, OFFER, CHILD), Command(*PAUSE_WORDS))
-async def pause(
-    openid: str,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).pause()
+async def pause(**data: Any) -> str:
+    return await _chat(data).pause()
 
 
 @router.handler(Command(*RETRY_WORDS))
-async def retry(
-    openid: str,
-    who: Who,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).retry(who)
+async def retry(**data: Any) -> str:
+    return await _chat(data).retry(data["who"])
 
 
 @router.handler(State(DONE, RUN, OFFER, CHILD), Command(*SWITCH_WORDS))
-async def switch(
-    openid: str,
-    who: Who,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).switch(who)
+async def switch(**data: Any) -> str:
+    return await _chat(data).switch(data["who"])
 
 
 @router.handler(State(CHILD), Pattern(r"\d{1,2}"))
-async def child_picked(
-    text: str,
-    openid: str,
-    who: Who,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).pick_child(int(text), who)
+async def child_picked(**data: Any) -> str:
+    return await _chat(data).pick_child(int(data["text"]), data["who"])
 
 
 @router.handler(State(OFFER), Command(*BEGIN_WORDS))
-async def offered_begun(
-    openid: str,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).begin_offered()
+async def offered_begun(**data: Any) -> str:
+    return await _chat(data).begin_offered()
 
 
 @router.handler(State(OFFER), Pattern(r"\d{1,2}"))
-async def topic_picked(
-    text: str,
-    openid: str,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    return await _chat(openid, state, texts, lesson_store, lesson_library, roster, config).pick_topic(int(text))
+async def topic_picked(**data: Any) -> str:
+    return await _chat(data).pick_topic(int(data["text"]))
 
 
 # -- handlers: fallbacks (only what no other capability wanted) --------------------------------------
 @router.fallback(State(RUN), MsgType(*ALL_KINDS))
-async def lesson_step(
-    update: Update,
-    openid: str,
-    state: ChatState,
-    texts: Texts,
-    lesson_store: LessonStore,
-    lesson_library: Library,
-    roster: RosterStore,
-    config: Config,
-) -> str:
-    chat = _chat(openid, state, texts, lesson_store, lesson_library, roster, config)
-    return await chat.step(update.text, update.kind)
+async def lesson_step(**data: Any) -> str:
+    update: Update = data["update"]
+    return await _chat(data).step(update.text, update.kind)
 
 
 @router.fallback(State(CHILD), MsgType(*ALL_KINDS))
