@@ -75,6 +75,10 @@ def run_serve(cfg: Config, workers: int, *, child: bool = False) -> int:
     if workers <= 1 or child:
         server = start_embedded_if_needed(cfg)
         try:
+            # asyncio's own loop, not uvloop: uvloop is ~10% cheaper per callback, but its libuv accepts
+            # one connection per loop turn (libuv#3696), so ~1,000 connections arriving while the loop
+            # is busy wait seconds to be accepted (measured with `bot bench webhook`'s saturation run);
+            # asyncio's loop accepts a backlog's worth at once.
             asyncio.run(serve_forever(cfg, reuse_port=child))
         finally:
             if server:
@@ -144,7 +148,11 @@ def build_worker(
     from bot.notices.service import NoticeService
     from bot.roster.store import RosterStore
 
-    worker = Worker(WorkerContext(cfg, redis, api), name=name)
+    # Card jobs wait for pace tokens: take only what the pace sends in about a second (plus one), so
+    # jobs finish quickly and a worker killed mid-way leaves at most that much to resend.
+    d = cfg.delivery
+    paced = int(d.pace_per_second // max(1, d.batch_size)) + 1
+    worker = Worker(WorkerContext(cfg, redis, api), name=name, max_jobs=paced)
     cards = CardSender(cfg, redis, api, NoticeService(redis, cfg, RosterStore(redis)))
     callback: list[WeChatCallback] = []  # the app is built on the first shed callback, not before
 

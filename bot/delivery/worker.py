@@ -69,8 +69,12 @@ class Worker:
         handlers: dict[str, JobHandler] | None = None,
         *,
         name: str | None = None,
+        max_jobs: int | None = None,
     ) -> None:
         self.ctx = ctx
+        # Jobs taken at once: worker.concurrency, or fewer when the caller knows more (cards: what the
+        # pace lets through in about a second, so a killed worker leaves little half-done work).
+        self.max_jobs = max(1, min(ctx.config.worker.concurrency, max_jobs or ctx.config.worker.concurrency))
         self.handlers = dict(DEFAULT_HANDLERS if handlers is None else handlers)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._stopping = asyncio.Event()
@@ -117,20 +121,20 @@ class Worker:
 
     async def _loop(self, burst: bool) -> int:
         cfg = self.ctx.config.worker
-        sem = asyncio.Semaphore(cfg.concurrency)
+        sem = asyncio.Semaphore(self.max_jobs)
         r = self.ctx.redis
         reclaim_ms = int(cfg.reclaim_idle * 1000)
         while not self._stopping.is_set():
             entries: list[tuple[str, dict[str, str] | None]] = []
             # Entries a crashed worker left unacknowledged come first.
             claimed: Any = await r.xautoclaim(
-                keys.outbox(), keys.OUTBOX_GROUP, self.name, reclaim_ms, "0-0", count=cfg.batch
+                keys.outbox(), keys.OUTBOX_GROUP, self.name, reclaim_ms, "0-0", count=min(cfg.batch, self.max_jobs)
             )
             entries.extend(claimed[1])
             if not entries:
                 block = None if burst else cfg.block_ms
                 resp: Any = await r.xreadgroup(
-                    keys.OUTBOX_GROUP, self.name, {keys.outbox(): ">"}, count=cfg.batch, block=block
+                    keys.OUTBOX_GROUP, self.name, {keys.outbox(): ">"}, count=min(cfg.batch, self.max_jobs), block=block
                 )
                 for _stream, items in resp or []:
                     entries.extend(items)
