@@ -12,9 +12,13 @@ Messages: signed, encrypted text callbacks from 20,000 parents (「帮助」 and
 with its own MsgId (:mod:`bot.bench.load`). Load: ``wrk`` when installed, else the built-in generator,
 at 32 connections, after a warm-up on other messages.
 
-The systems are measured in turns (``--rounds``, default 2, of ``--seconds / rounds`` each, their
+The systems are measured in turns (``--rounds``, default 3, of ``--seconds / rounds`` each, their
 order rotating), all running meanwhile: whatever else the machine is doing falls on each of them
 alike, and every system gets the same messages in each round (the full pipeline sees each once).
+The system measured runs alone on CPU 0, Redis and the load generator on the other CPUs (``--no-pin``
+to let the kernel place them): each system gets one core, and ``*_us_per_request`` (its CPU time
+per answer) reads the same whatever else ran. ``cpu_other_programs`` says how busy the machine was
+with programs other than these: on a shared machine, a run with it above ~0.1 core is noise.
 
 Then, for ``full`` only:
 
@@ -84,7 +88,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per system (default 10)")
     p.add_argument("--connections", type=int, default=32, help="connections (default 32)")
     p.add_argument("--senders", type=int, default=SENDERS, help=f"distinct parents writing (default {SENDERS:,})")
-    p.add_argument("--rounds", type=int, default=2, help="turns the seconds are split into (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="turns the seconds are split into (default 3)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring, not counted")
     p.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                    help="wrk when installed (auto), or the built-in generator")  # fmt: skip
