@@ -1,6 +1,6 @@
 """Shared fixtures: a real Redis (``REDIS_URL`` or an embedded server), a config, the WeChat emulator.
 
-Never fakeredis, never mocks of our own code: tests talk to Redis and to the emulator over HTTP.
+Never a fake Redis, never mocks of our own code: tests talk to Redis and to the emulator over HTTP.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from bot.roster.authz import Scope
 from bot.store import keys
 from bot.store.redis import Redis, get, hgetall
 
-PASS_MARK: Final = 0.8  # the share of right answers that passes; TODO config: [lessons] pass_mark
+PASS_MARK: Final = 0.8  # the default of [lessons] pass_mark: the share of right answers that passes
 PROGRESS_TTL: Final = 7 * 86400  # a lesson left half-way can be resumed for a week
 MISSED_MAX: Final = 10  # question ids kept per student and topic for the review (oldest dropped)
 LINK_DAYS: Final = 7  # a notice with a lesson offers it first for this long after it was sent
