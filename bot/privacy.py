@@ -121,25 +121,13 @@ def add_commands(sub: Any, common: Any) -> None:
 
 
 def _run(cfg: Config, job: Callable[[Redis], Awaitable[str]]) -> int:
-    import asyncio
+    from bot.cliutil import run_with_redis
 
-    from bot.store.redis import connect, start_embedded_if_needed
-
-    server = start_embedded_if_needed(cfg)
-
-    async def go() -> str:
-        redis = connect(cfg.redis.url)
-        try:
-            return await job(redis)
-        finally:
-            await redis.aclose()
-
-    try:
-        print(asyncio.run(go()))
+    async def work(redis: Redis) -> int:
+        print(await job(redis))
         return 0
-    finally:
-        if server:
-            server.stop()
+
+    return run_with_redis(cfg, work)
 
 
 def _cmd_erase(cfg: Config, args: Any) -> int:

@@ -77,8 +77,8 @@ def add_commands(sub: SubParsers, common: argparse.ArgumentParser) -> None:
 
 
 def _run(cfg: Config, work: Callable[[CampaignRunner], Awaitable[int]]) -> int:
+    from bot.cliutil import run_with_redis
     from bot.config import ConfigError
-    from bot.roster.cli import _run as run_with_redis
 
     async def main(r: Redis) -> int:
         from bot.campaigns.runner import build_runner

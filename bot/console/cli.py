@@ -79,8 +79,8 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_create(cfg: Config, args: argparse.Namespace) -> int:
+    from bot.cliutil import run_with_redis as _run
     from bot.console.accounts import AccountError, AccountStore, check_new_password, check_scope, normalise_username
-    from bot.roster.cli import _run
     from bot.roster.model import TeachRef
     from bot.roster.store import RosterStore
 
@@ -130,10 +130,10 @@ def _cmd_create(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_passwd(cfg: Config, args: argparse.Namespace) -> int:
+    from bot.cliutil import run_with_redis as _run
     from bot.console.accounts import AccountError, AccountStore, check_new_password, normalise_username
     from bot.console.sessions import SessionStore
     from bot.console.throttle import LoginThrottle
-    from bot.roster.cli import _run
 
     username = normalise_username(args.username)
 
@@ -161,8 +161,8 @@ def _cmd_passwd(cfg: Config, args: argparse.Namespace) -> int:
 
 def _cmd_list(cfg: Config, args: argparse.Namespace) -> int:
     from bot import clock
+    from bot.cliutil import run_with_redis as _run
     from bot.console.accounts import AccountStore
-    from bot.roster.cli import _run
 
     async def work(r: Redis) -> int:
         accounts = await AccountStore(r).list()

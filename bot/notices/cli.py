@@ -235,7 +235,7 @@ def _cmd_send_notice(cfg: Config, args: argparse.Namespace) -> int:
         print(f"report: bot report notice {notice.id}")
         return 0
 
-    from bot.roster.cli import _run
+    from bot.cliutil import run_with_redis as _run
 
     return _run(cfg, work)
 
@@ -289,7 +289,7 @@ def _cmd_report_notice(cfg: Config, args: argparse.Namespace) -> int:
             return 2
         return 0
 
-    from bot.roster.cli import _run
+    from bot.cliutil import run_with_redis as _run
 
     return _run(cfg, work)
 

@@ -8,12 +8,12 @@ traceback: every failure is one line saying what to do.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from bot.cliutil import run_with_redis
 from bot.config import Config
 
 if TYPE_CHECKING:
@@ -63,20 +63,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
 
 
 # -- running with Redis, without tracebacks --------------------------------------------------------
-def _run(cfg: Config, work: Callable[[Redis], Awaitable[int]]) -> int:
-    from redis.exceptions import RedisError
-
-    from bot.store.redis import redis_from_config
-
-    async def main() -> int:
-        async with redis_from_config(cfg) as r:
-            return await work(r)
-
-    try:
-        return asyncio.run(main())
-    except RedisError as exc:
-        print(f"redis: {exc} (check redis.url / BOT__REDIS__URL)", file=sys.stderr)
-        return 2
+_run = run_with_redis  # kept under its old name for this module's commands
 
 
 def _table(rows: Sequence[tuple[str, object]]) -> str:

@@ -278,7 +278,7 @@ def _when(ts: float) -> str:
 
 
 def _cmd_create(cfg: Config, args: argparse.Namespace) -> int:
-    from bot.roster.cli import _run
+    from bot.cliutil import run_with_redis as _run
     from bot.roster.store import RosterStore
 
     async def work(r: Redis) -> int:
@@ -305,7 +305,7 @@ def _cmd_create(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_list(cfg: Config, args: argparse.Namespace) -> int:
-    from bot.roster.cli import _run
+    from bot.cliutil import run_with_redis as _run
 
     async def work(r: Redis) -> int:
         tokens = await TokenStore(r).list()
@@ -326,7 +326,7 @@ def _cmd_list(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(cfg: Config, args: argparse.Namespace) -> int:
-    from bot.roster.cli import _run
+    from bot.cliutil import run_with_redis as _run
 
     async def work(r: Redis) -> int:
         if not await TokenStore(r).revoke(args.name):
@@ -339,7 +339,7 @@ def _cmd_revoke(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_rotate(cfg: Config, args: argparse.Namespace) -> int:
-    from bot.roster.cli import _run
+    from bot.cliutil import run_with_redis as _run
 
     if not 0 <= args.grace_hours <= 24 * 30:
         print("grace-hours: between 0 and 720", file=sys.stderr)
