@@ -69,6 +69,7 @@ async def test_logs_hold_no_full_openid_and_no_student_name_when_a_parent_binds_
     config: Config, redis: Redis, emulator: Any, aiohttp_server: Any, captured: tuple[io.StringIO, Raw], figures: Any
 ) -> None:
     out, raw = captured
+    config.delivery.quiet_start = config.delivery.quiet_end = "00:00"  # no quiet hours, whatever the time
     roster_chat.forget_directory()
     store = RosterStore(redis)
     await store.put_school(School(SCHOOL, "平安路小学", DISTRICT, "demo"))

@@ -123,6 +123,29 @@ async def test_creating_the_same_notice_twice_with_one_key_gives_one_notice(worl
     await world.drain()
     assert len(await world.cards_of(world.parents["20260301"][0])) == 1
 
+async def test_a_sender_that_died_after_claiming_the_key_leaves_a_notice_the_repeat_lists_and_plans(
+    world: World,
+) -> None:
+    """The scheduler's kill -9 test caught this: a crash between the key's claim and the notice's
+    listing left a notice nobody could find; the repeated key (the restarted scheduler) repairs it."""
+    notice, _plan, _created = await world.notices.submit(world.draft(), ADMIN, key="k-crash")
+    # what the dead process left: the notice and its key, but no listing and no plan
+    async with world.redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(keys.notices_by_time(), notice.id)
+        pipe.zrem(keys.notices_by_school(SCHOOL), notice.id)
+        pipe.delete(keys.notice_records(notice.id), keys.outbox())
+        pipe.hset(keys.notice(notice.id), mapping={"status": "planning"})
+        pipe.hdel(keys.notice(notice.id), "planning", "planned_at")
+        await pipe.execute()
+    again, _plan, created = await world.notices.submit(world.draft(), ADMIN, key="k-crash")
+    assert again.id == notice.id and not created
+    assert await world.redis.zscore(keys.notices_by_time(), notice.id) == notice.created
+    assert await world.redis.zscore(keys.notices_by_school(SCHOOL), notice.id) == notice.created
+    assert await world.redis.hlen(keys.notice_records(notice.id)) == 3
+    await world.drain()
+    assert len(await world.cards_of(world.parents["20260301"][0])) == 1
+
+
 
 async def test_card_fields_over_20_characters_are_refused_before_wechat(world: World) -> None:
     with pytest.raises(NoticeError) as info:

@@ -222,16 +222,24 @@ class NoticeService:
             existing = await self.get(str(existing_id)) if existing_id else None
             if existing is None:
                 raise NoticeError("idempotency_key", "the notice with this key was deleted; use a new key")
+            # The first caller may have died between claiming the key and indexing its notice:
+            # indexing again (same member, same score) is a no-op otherwise, and repairs that.
+            await self._index(existing)
             return existing, False
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.notices_by_time(), {notice.id: now})
-            for scope in draft.audience:  # so a school's or district's list never scans the city's
-                if scope.school:
-                    pipe.zadd(keys.notices_by_school(scope.school), {notice.id: now})
-                else:
-                    pipe.zadd(keys.notices_by_district(scope.district), {notice.id: now})
-            await pipe.execute()
+        await self._index(notice)
         return notice, True
+
+    async def _index(self, notice: Notice) -> None:
+        """List the notice by time, and by school or district (so their lists never scan the city's)."""
+        entry = {notice.id: notice.created}
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.notices_by_time(), entry)
+            for scope in notice.draft.audience:
+                if scope.school:
+                    pipe.zadd(keys.notices_by_school(scope.school), entry)
+                else:
+                    pipe.zadd(keys.notices_by_district(scope.district), entry)
+            await pipe.execute()
 
     async def submit(
         self, draft: Draft, subject: Subject, *, key: str = "", now: float | None = None
