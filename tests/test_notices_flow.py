@@ -30,6 +30,7 @@ from bot.wechat.client import WeChatAPI
 from bot.wechat.emulator import EmulatorClient
 
 DISTRICT, SCHOOL, CLASS = "d1", "s1", "3-2"
+SEND = "/cgi-bin/message/template/send"
 AUDIENCE = (Scope(DISTRICT, SCHOOL, 3, CLASS),)
 ADMIN = Subject("school_admin", school=SCHOOL, district=DISTRICT)
 
@@ -204,6 +205,38 @@ async def test_the_daily_quota_spreads_a_large_notice_over_days_with_a_warning(w
     assert await world.redis.zcard(keys.outbox_held()) == 1
 
 
+async def test_a_notice_planned_in_quiet_hours_counts_against_the_quota_of_the_morning_it_goes_out(
+    world: World,
+) -> None:
+    world.config.delivery.quiet_start, world.config.delivery.quiet_end = "21:30", "07:00"
+    world.config.wechat.template_quota = 3
+    evening, morning = at_local(22), at_local(8, day=24)
+    _, plan, _ = await world.notices.submit(world.draft(title="晚上写的通知"), ADMIN, now=evening)
+    assert plan is not None and plan.today == 3 and plan.warning == ""
+    assert await world.redis.get(keys.quota_used(clock.day_key(morning))) == "3"
+    assert await world.redis.get(keys.quota_used(clock.day_key(evening))) is None
+    # the morning's quota is taken by the cards held overnight: the next notice waits a day, with a warning
+    _, plan, _ = await world.notices.submit(world.draft(title="早上写的通知"), ADMIN, now=morning)
+    assert plan is not None and plan.today == 0 and [c for _, c in plan.later] == [3] and "额度不足" in plan.warning
+
+
+async def test_a_reminder_due_at_night_waits_for_the_morning_and_a_notice_may_set_its_own_policy(
+    world: World,
+) -> None:
+    policy = FollowUp((2.0,), ("08:00", "20:00"))  # one reminder only, by day (the fixture allows any hour)
+    notice, _, _ = await world.notices.submit(world.draft(followup=policy), ADMIN, now=at_local(19))
+    await world.drain()
+    assert await sweep(world.notices, now=at_local(21)) == 0  # due, but at night
+    assert await world.redis.zscore(keys.followups(), f"{notice.id}:1") == at_local(8, day=24)
+    assert await sweep(world.notices, now=at_local(7, 59, day=24)) == 0
+    assert await sweep(world.notices, now=at_local(8, day=24)) == 1
+    await world.drain()
+    assert len(await world.cards_of(world.parents["20260302"][0])) == 2
+    # that was the last reminder of this notice's policy: next comes the class teacher's list
+    due = await world.redis.zrange(keys.followups(), 0, -1, withscores=True)
+    assert due == [(f"{notice.id}:T", at_local(9, day=24))]
+
+
 async def test_two_guardians_of_one_child_count_once_and_a_stranger_is_refused(world: World) -> None:
     notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
     await world.drain()
@@ -236,16 +269,42 @@ async def test_confirming_in_the_chat_with_one_or_several_notices_waiting(world:
     assert "已确认「通知二」" in await world.say(g, "b")
 
 
-async def test_wechat_delivery_reports_mark_records_delivered(world: World) -> None:
+async def test_wechat_delivery_reports_mark_records_delivered_or_blocked(world: World) -> None:
+    await world.em.configure(push_events=False)  # WeChat's reports are sent below, one by one
     notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
     await world.drain()
-    g = world.parents["20260302"][0]
-    for _ in range(100):
-        rec = await world.notices.record(notice.id, g)
-        if rec and rec.status == "d":
-            break
-        await asyncio.sleep(0.02)
-    assert rec is not None and rec.status == "d" and rec.msgid
+    reached, blocking = world.parents["20260302"][0], world.parents["20260301"][0]
+    for openid, status in ((reached, "success"), (blocking, "failed:user block")):
+        rec = await world.notices.record(notice.id, openid)
+        assert rec is not None and rec.status == "s" and rec.msgid
+        report = {"MsgID": int(rec.msgid), "Status": status}
+        event = {"type": "event", "event": "TEMPLATESENDJOBFINISH", "fields": report}
+        assert (await world.em.send(openid, event)).status == 200
+    assert (await world.notices.record(notice.id, reached)).status == "d"  # type: ignore[union-attr]
+    assert (await world.notices.record(notice.id, blocking)).status == "b"  # type: ignore[union-attr]
+    funnel = await world.notices.funnel(notice)
+    assert (funnel.sent, funnel.delivered, funnel.failed) == (3, 1, 1)
+
+
+async def test_busy_and_per_minute_quota_answers_hold_the_card_and_send_it_later(world: World) -> None:
+    world.config.wechat.api_retries = 0  # the client's own retries of -1 are tested with the client
+    notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
+    [(entry_id, fields)] = await world.redis.xrange(keys.outbox())
+    await world.em.inject_fault(SEND, errcode=-1)
+    await world.em.inject_fault(SEND, errcode=45011)
+    await world.cards.run(fields)
+    everyone = [*world.parents["20260301"], *world.parents["20260302"]]
+    statuses = [(await world.notices.record(notice.id, g)).status for g in everyone]  # type: ignore[union-attr]
+    assert sorted(statuses) == ["q", "q", "s"]
+    [(_, retry_at)] = await world.redis.zrange(keys.outbox_held(), 0, -1, withscores=True)
+    assert retry_at > clock.now()  # backs off (delivery.retry_after), not at once
+    assert await world.cards.release_due(now=retry_at) == 1
+    await world.redis.xdel(keys.outbox(), entry_id)
+    [(_, again)] = await world.redis.xrange(keys.outbox())
+    await world.cards.run(again)
+    assert [len(await world.cards_of(g)) for g in everyone] == [1, 1, 1]
+    errors = (await world.em.stats())["errors"]
+    assert errors["-1"] == 1 and errors["45011"] == 1
 
 
 async def test_unfollowed_guardians_are_marked_unreachable_and_quota_exhaustion_holds_until_midnight(
@@ -286,8 +345,38 @@ async def test_a_crash_after_sending_resends_inside_the_window_and_never_doubles
     _ = entry_id
 
 
-async def test_follow_up_reminds_only_the_unconfirmed_then_tells_the_class_teacher(world: World) -> None:
+async def test_a_card_resent_again_and_again_turns_uncertain_once_the_window_of_its_first_try_has_passed(
+    world: World,
+) -> None:
+    """Resends must not stretch WeChat's dedupe window: it runs from the first try, so a card still
+    unanswered 10 minutes after it is marked uncertain, even if it was resent in between."""
+    world.config.wechat.api_retries = 0
+    notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
+    a, b = world.parents["20260302"][0], world.parents["20260301"][0]
+    job = {"k": "cards", "n": notice.id, "u": "0", "r": "0"}
     start = clock.now()
+    for g in (a, b):  # WeChat sends the card, and its answer is lost
+        await world.em.inject_fault(SEND, http_status=502, deliver=True)
+        await world.cards.run({**job, "to": g}, now=start)
+    # inside the window: resent with the same client_msg_id, and again no answer (a) or a busy one (b)
+    await world.em.inject_fault(SEND, http_status=502, deliver=True)
+    await world.cards.run({**job, "to": a}, now=start + 300)
+    await world.em.inject_fault(SEND, errcode=45011)
+    await world.cards.run({**job, "to": b}, now=start + 300)
+    for g in (a, b):
+        rec = await world.notices.record(notice.id, g)
+        assert rec is not None and rec.status == "p" and rec.at == int(start)
+    # past the window of the first try (WeChat's clock too): never resent, marked uncertain
+    await world.em.advance_clock(700)
+    for g in (a, b):
+        await world.cards.run({**job, "to": g}, now=start + 700)
+        assert (await world.notices.record(notice.id, g)).status == "x"  # type: ignore[union-attr]
+        assert len(await world.cards_of(g)) == 1
+    assert (await world.em.stats())["template_deduped"] == 1
+
+
+async def test_follow_up_reminds_only_the_unconfirmed_then_tells_the_class_teacher(world: World) -> None:
+    start = clock.next_at(clock.now(), "09:00")  # every round falls by day, whenever the test runs
     notice, _, _ = await world.notices.submit(world.draft(followup=FollowUp((2.0, 24.0))), ADMIN, now=start)
     await world.drain()
     mum = world.parents["20260301"][0]

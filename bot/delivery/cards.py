@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot import clock
 from bot.config import Config
@@ -131,14 +131,16 @@ class CardSender:
             await self.hold(fields, openids, clock.next_midnight(now) + 60)
             return
 
-        todo = await self._eligible(nid, openids, round_, now)
+        todo, first_try = await self._eligible(nid, openids, round_, now)
         if not urgent and todo and d.family_daily_cap > 0:
             todo, over = await self._apply_cap(todo, day, d.family_daily_cap)
             tomorrow = clock.next_at(clock.next_midnight(now), d.quiet_end)
             await self.hold(fields, over, tomorrow)
         if not todo:
             return
-        await self._mark(nid, todo, round_, SENDING, now)
+        # A resend keeps the time of the first try: WeChat's dedupe window runs from there, so
+        # a record resent again and again must still turn uncertain once that window has passed.
+        await self._mark(nid, todo, round_, SENDING, now, first_try=first_try)
         outcomes: list[Outcome] = []
         pending: list[asyncio.Task[Outcome]] = []
         i = 0
@@ -151,15 +153,22 @@ class CardSender:
                 pending.append(task)
             i += granted
         outcomes = list(await asyncio.gather(*pending))
+        # A resend answered with an error we retry (-1, 45011, 45009…) tells nothing about the
+        # first try, which may have reached the parent: it stays "sending", with its first time.
+        outcomes = [replace(o, status="") if o.openid in first_try and o.status == QUEUED else o for o in outcomes]
         await self._record(notice, fields, round_, outcomes, clock.now())
 
-    async def _eligible(self, nid: str, openids: list[str], round_: int, now: float) -> list[str]:
+    async def _eligible(
+        self, nid: str, openids: list[str], round_: int, now: float
+    ) -> tuple[list[str], dict[str, int]]:
+        """Whom to send to now, and for those already tried (maybe sent), the time of the first try."""
         window = self.config.wechat.client_msg_id_window
         records = await self.r.hmget(keys.notice_records(nid), openids)
         marks: list[str | None] = [None] * len(openids)
         if round_ > 0:
             marks = await self.r.hmget(keys.notice_reminders(nid), openids)  # type: ignore[assignment]
         todo: list[str] = []
+        first_try: dict[str, int] = {}
         uncertain: list[str] = []
         for openid, raw, mark in zip(openids, records, marks, strict=True):
             rec = Record.decode(raw)  # type: ignore[arg-type]
@@ -182,6 +191,7 @@ class CardSender:
             elif state == SENDING:
                 if now - at <= window - 30:  # a margin so the resend lands inside WeChat's window
                     todo.append(openid)
+                    first_try[openid] = at
                 else:
                     uncertain.append(openid)
         if uncertain:
@@ -190,7 +200,7 @@ class CardSender:
                 await self._mark(nid, uncertain, 0, UNCERTAIN, now)
             else:
                 await self.r.hset(keys.notice_reminders(nid), mapping={o: f"{round_}|x|{int(now)}" for o in uncertain})
-        return todo
+        return todo, first_try
 
     async def _apply_cap(self, openids: list[str], day: str, cap: int) -> tuple[list[str], list[str]]:
         async with self.r.pipeline(transaction=False) as pipe:
@@ -208,12 +218,20 @@ class CardSender:
         return keep, over
 
     async def _mark(
-        self, nid: str, openids: list[str], round_: int, status: str, now: float, only_if: tuple[str, ...] = ()
+        self,
+        nid: str,
+        openids: list[str],
+        round_: int,
+        status: str,
+        now: float,
+        only_if: tuple[str, ...] = (),
+        first_try: Mapping[str, int] | None = None,
     ) -> None:
         if not openids:
             return
+        at = {o: int(now) for o in openids} | {o: t for o, t in (first_try or {}).items() if o in openids}
         if round_ > 0:
-            await self.r.hset(keys.notice_reminders(nid), mapping={o: f"{round_}|{status}|{int(now)}" for o in openids})
+            await self.r.hset(keys.notice_reminders(nid), mapping={o: f"{round_}|{status}|{at[o]}" for o in openids})
             return
         if only_if:
             raws = await self.r.hmget(keys.notice_records(nid), openids)
@@ -221,7 +239,7 @@ class CardSender:
                        if (rec := Record.decode(raw)) is not None and rec.status in only_if]  # type: ignore[arg-type]  # fmt: skip
             if not openids:
                 return
-        await self.r.hset(keys.notice_records(nid), mapping={o: Record(status, at=int(now)).encode() for o in openids})
+        await self.r.hset(keys.notice_records(nid), mapping={o: Record(status, at=at[o]).encode() for o in openids})
 
     # -- the class teacher's list (after the last reminder) ---------------------------------------
     async def teacher_lists(self, fields: Mapping[str, str]) -> int:

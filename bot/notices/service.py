@@ -18,6 +18,7 @@ from typing import Any
 from bot import clock
 from bot.config import Config
 from bot.notices.model import (
+    BLOCKED,
     CONFIRMED,
     DELIVERED,
     OPENED,
@@ -347,7 +348,12 @@ class NoticeService:
         chunks = [([records_key], [queued, *openids[i : i + 2000]]) for i in range(0, len(openids), 2000)]
         await run_script_many(self.r, self._hsetnx_many, chunks, concurrency=8)
 
-        today_key = clock.day_key(now)
+        # Non-urgent cards planned in quiet hours go out when these end, maybe on the next day:
+        # they count against the quota of that day, not of the evening they were planned in.
+        first_day = now
+        if not notice.draft.urgent and clock.in_window(now, cfg.delivery.quiet_start, cfg.delivery.quiet_end):
+            first_day = clock.next_at(now, cfg.delivery.quiet_end)
+        today_key = clock.day_key(first_day)
         quota = cfg.wechat.template_quota
         used = int(await self.r.get(keys.quota_used(today_key)) or 0)
         fit_today = max(0, min(len(openids), quota - used))
@@ -355,7 +361,7 @@ class NoticeService:
             fit_today = len(openids)  # urgent warnings are not postponed; WeChat's 45009 still stops them
         days: list[tuple[str, int, float]] = [(today_key, fit_today, now)]
         rest = len(openids) - fit_today
-        day_start = now
+        day_start = first_day
         while rest > 0:
             day_start = clock.next_at(clock.next_midnight(day_start), cfg.delivery.quiet_end)
             day_used = int(await self.r.get(keys.quota_used(clock.day_key(day_start))) or 0)
@@ -585,7 +591,7 @@ class NoticeService:
                 if o in recs:
                     rank = PROGRESS.get(recs[o].status, -1)
                     f.reachable += 1
-                    f.sent += rank >= PROGRESS[SENT]
+                    f.sent += rank >= PROGRESS[SENT] or recs[o].status == BLOCKED  # WeChat took it; the parent blocks
                     f.delivered += rank >= PROGRESS[DELIVERED]
                     f.opened += rank >= PROGRESS[OPENED]
                     f.failed += recs[o].status in TERMINAL_FAILURES
