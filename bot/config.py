@@ -268,19 +268,20 @@ _SECTIONS: dict[str, type[Any]] = {
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Load the TOML file (``path``, else ``$BOT_CONFIG``, else defaults) and apply env overrides."""
     env = os.environ if environ is None else environ
+    option = "--config"
     if path is None and env.get(ENV_CONFIG_PATH):
-        path = env[ENV_CONFIG_PATH]
+        path, option = env[ENV_CONFIG_PATH], ENV_CONFIG_PATH
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         source = str(path)
         p = Path(path)
         if not p.is_file():
-            raise ConfigError("--config", source, "file not found")
+            raise ConfigError(option, source, "file not found")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError("--config", source, f"not valid TOML: {exc}") from None
+            raise ConfigError(option, source, f"not valid TOML: {exc}") from None
 
     cfg = Config(source=source)
     for section, value in data.items():
@@ -292,6 +293,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         for key, raw in value.items():
             _set(target, section, key, raw, source, from_env=False)
 
+    from_env: dict[str, str] = {}  # "section.key" -> the variable that set it
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -302,8 +304,15 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         if section not in _SECTIONS:
             raise ConfigError(name, "environment", f"unknown section {section!r}")
         _set(getattr(cfg, section), section, key, raw, "environment", from_env=True, env_var=name)
+        from_env[f"{section}.{key}"] = name
 
-    _validate(cfg)
+    try:
+        _validate(cfg)
+    except ConfigError as exc:
+        # A value the environment set is blamed on its variable, not on the file.
+        if exc.key in from_env:
+            raise ConfigError(from_env[exc.key], "environment", exc.reason) from None
+        raise
     return cfg
 
 

@@ -31,6 +31,13 @@ class MaskOpenIds(logging.Filter):
         return True
 
 
+class MaskedFormatter(logging.Formatter):
+    """Plain lines, masked whole: the filter only sees the message, not a traceback or stack dump."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -41,6 +48,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             out["exc"] = mask_text(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack"] = mask_text(self.formatStack(record.stack_info))
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -51,7 +60,7 @@ def setup_logging(cfg: LogConfig, *, process: str = "") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         prefix = f"{process} " if process else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s"))
+        handler.setFormatter(MaskedFormatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.level.upper())

@@ -112,6 +112,23 @@ async def test_five_wrong_proofs_in_an_hour_pause_binding_for_that_hour(world: W
     assert 0 < ttl <= world.config.roster.bind_failure_window
 
 
+async def test_unbinding_does_not_lift_a_pause(world: World) -> None:
+    [parent] = await world.em.create_followers(1)
+    assert "绑定成功" in await bind(world, parent, world.info.code, "王小明", "0301")
+    await world.say(parent, world.info.code)  # now guessing at another child
+    for _ in range(5):
+        await world.say(parent, "李小红")
+        last = await world.say(parent, "9999")
+    assert "暂停一小时" in last
+    assert "确定解除" in await world.say(parent, "解绑")
+    assert "个人信息已全部删除" in await world.say(parent, "确定")
+    assert not await world.redis.exists(keys.identity(parent), keys.chat_state(parent))
+    # the count of wrong proofs outlives the unbinding (it expires with its hour), so unbinding and
+    # binding one's own child again does not buy five more guesses
+    assert "暂停一小时" in await world.say(parent, world.info.code)
+    assert "暂停一小时" in await world.say(parent, "绑定")
+
+
 async def test_a_wrong_name_and_a_wrong_proof_look_the_same_to_the_parent(world: World) -> None:
     [parent] = await world.em.create_followers(1)
     await world.say(parent, world.info.code)
@@ -175,6 +192,21 @@ async def test_a_teacher_binds_with_an_invite_lists_bindings_and_removes_a_wrong
     assert {"k": "cs_text", "to": parent, "text": outbox[-1]["text"]} == outbox[-1] and "移除" in outbox[-1]["text"]
 
 
+async def test_a_teacher_gets_the_class_qr_code_and_a_parent_who_scans_it_binds(world: World) -> None:
+    teacher, parent = await world.em.create_followers(2)
+    await world.say(teacher, await world.store.create_teacher_invite(SCHOOL, [CLASS], "c", 3600))
+    reply = await world.say(teacher, "班级码")
+    assert f"班级码 {world.info.code}" in reply and "showqrcode?ticket=" in reply
+    [qr] = [q for q in await world.em.qrcodes() if q["scene"] == f"bind:{world.info.code}"]
+    assert qr["ticket"] in reply  # the code the teacher prints is the one WeChat made for that scene
+    result = await world.em.scan(parent, qr["scene"])
+    assert "姓名" in (result.text or "")
+    assert "后4位" in await world.say(parent, "张伟")
+    assert "您是孩子的" in await world.say(parent, "0303")
+    assert "绑定成功" in await world.say(parent, "祖辈")
+    assert (await world.who(parent)).children[0].student == "20260303"
+
+
 async def test_with_approval_on_a_binding_waits_for_the_class_teacher(world: World) -> None:
     await world.store.put_school(School(SCHOOL, "平安路小学", "d1", "demo"), approval=True)
     teacher, parent = await world.em.create_followers(2)
@@ -197,4 +229,4 @@ async def test_the_menu_is_created_at_start_when_configured(
     menu = await emulator.client.menu()
     assert menu is not None
     names = [b["name"] for b in menu["button"]] + [s["name"] for b in menu["button"] for s in b.get("sub_button", [])]
-    assert {"绑定孩子", "我的孩子", "帮助"} <= set(names)
+    assert {"绑定孩子", "我的孩子", "待确认通知", "安全课堂", "帮助"} <= set(names)  # binding, notices, lessons, help

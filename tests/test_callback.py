@@ -234,14 +234,25 @@ async def test_a_handler_over_budget_answers_success_then_sends_by_customer_serv
 ) -> None:
     config.wechat.reply_budget = 0.2
     calls: list[str] = []
-    client = await start_bot(aiohttp_client, config, redis, counting_router(calls, delay=0.6))
+    release = asyncio.Event()
+    r = Router(name="test.slow")
+
+    @r.handler(Command("计数"))
+    async def slow(openid: str) -> str:
+        calls.append(openid)
+        await release.wait()  # runs past the budget for as long as the test wants
+        return f"第{len(calls)}次"
+
+    client = await start_bot(aiohttp_client, config, redis, r)
     xml = follower.text_message(ACCOUNT, OPENID, "计数", msg_id=42)
-    started = time.monotonic()
-    status, body = await post(client, config, xml)
-    assert status == 200 and body == "success" and time.monotonic() - started < 0.5
+    # the answer comes while the handler is still running (the wait_for only stops a hang)
+    status, body = await asyncio.wait_for(post(client, config, xml), 30)
+    assert status == 200 and body == "success" and not release.is_set() and calls == [OPENID]
     # WeChat's retry gets "success" too, and runs nothing again
-    assert (await post(client, config, xml))[1] == "success"
-    for _ in range(50):
+    assert (await asyncio.wait_for(post(client, config, xml), 30))[1] == "success"
+    assert await redis.xlen(keys.outbox()) == 0
+    release.set()
+    for _ in range(200):
         if await pending_count(redis):
             break
         await asyncio.sleep(0.05)
@@ -283,17 +294,26 @@ def _bad_requests(config: Config) -> list[tuple[str, dict[str, str], bytes, int]
 
 @pytest.mark.parametrize("case", range(11))
 async def test_bad_requests_get_a_quick_4xx_and_write_nothing(
-    aiohttp_client: ClientFactory, config: Config, redis: Redis, case: int
+    aiohttp_client: ClientFactory, config: Config, redis: Redis, case: int, tmp_path: Any, figures: Any
 ) -> None:
     name, params, body, expected = _bad_requests(config)[case]
     client = await start_bot(aiohttp_client, config, redis)
-    started = time.monotonic()
+    started = time.perf_counter()
     resp = await client.post("/wechat", params=params, data=body)
-    elapsed = time.monotonic() - started
+    elapsed = time.perf_counter() - started
     assert resp.status == expected, (name, await resp.text())
     assert "Traceback" not in await resp.text()
     assert await redis.dbsize() == 0, name
-    assert elapsed < 0.5, (name, elapsed)  # the acceptance figure (50 ms) is shown by the benchmark
+    # Decided before Redis is asked anything: a bot whose Redis is gone refuses it the same way
+    # (had it waited on Redis, it would have answered 200 with "try again").
+    dead = connect(f"unix://{tmp_path}/no-redis.sock", socket_connect_timeout=0.2)
+    try:
+        no_redis = await aiohttp_client(create_app(config, dead))
+        again = await no_redis.post("/wechat", params=params, data=body)
+        assert again.status == expected, name
+    finally:
+        await dead.aclose()
+    figures(f"{name}: {resp.status} in {elapsed * 1000:.1f} ms (target 50 ms; measured, not asserted)")
 
 
 async def test_when_redis_is_down_the_parent_is_asked_to_try_again_not_shown_an_error(

@@ -67,7 +67,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("this is not toml", {}, "--config"),
         ("", {"BOT__SERVER__PORT": "abc"}, "BOT__SERVER__PORT"),
         ("", {"BOT__NOSUCH__KEY": "1"}, "BOT__NOSUCH__KEY"),
-        ("", {"BOT__REDIS__URL": "http://x"}, "redis.url"),
+        ("", {"BOT__REDIS__URL": "http://x"}, "BOT__REDIS__URL"),
     ],
 )
 def test_invalid_values_name_the_key_and_the_source(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
@@ -77,6 +77,21 @@ def test_invalid_values_name_the_key_and_the_source(tmp_path: Path, toml: str, e
         load_config(path, environ=env)
     assert info.value.key == key
     assert str(path) in str(info.value) or "environment" in str(info.value)
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[wechat]\nreply_budget = 7\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"BOT__SERVER__HOST": "0.0.0.0"})
+    assert str(info.value) == f"config error: wechat.reply_budget ({path}): must stay under WeChat's 5 s deadline"
+    path.write_text("[server]\nport = 9000\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"BOT__SERVER__PORT": "0"})
+    assert str(info.value) == "config error: BOT__SERVER__PORT (environment): must be a TCP port (1-65535), not 0"
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"BOT_CONFIG": str(tmp_path / "missing.toml")})
+    assert str(info.value) == f"config error: BOT_CONFIG ({tmp_path / 'missing.toml'}): file not found"
 
 
 def test_serve_requires_the_wechat_credentials() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -35,3 +36,17 @@ def test_setup_logging_installs_the_mask() -> None:
     root = logging.getLogger()
     assert any(isinstance(f, MaskOpenIds) for h in root.handlers for f in h.filters)
     assert mask_text(f"a {OPENID} b") == "a oTes…001 b"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_tracebacks_and_stack_dumps_are_masked_too(as_json: bool) -> None:
+    setup_logging(LogConfig(level="INFO", json=as_json))
+    [handler] = logging.getLogger().handlers
+    try:
+        raise KeyError(f"no chat state for {OPENID}")
+    except KeyError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "could not answer", None, sys.exc_info())
+    record.stack_info = f"Stack (most recent call last):\n  answering {OPENID}"
+    line = handler.format(record)
+    assert "KeyError" in line and "answering" in line
+    assert OPENID not in line and "oTes…001" in line

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import xmltodict
+from wechatpy.crypto import WeChatCrypto
 
 from bot.config import Config
 from bot.delivery.outbox import enqueue_text
@@ -90,9 +92,12 @@ def serve(config: Config, mode: str, workers: int = 1) -> Iterator[str]:
 
 @pytest.mark.parametrize("mode", ["safe", "plain"])
 async def test_serve_configured_only_by_environment_answers_verification_and_messages(
-    config: Config, redis: Redis, mode: str
+    config: Config, redis: Redis, emulator: object, mode: str
 ) -> None:
+    from test_callback import OPENID, _all_kinds
+
     config.wechat.encrypt_mode = mode  # type: ignore[assignment]
+    assert config.wechat.api_base == emulator.url  # type: ignore[attr-defined]  # the emulator is WeChat's API
     with serve(config, mode) as base:
         async with aiohttp.ClientSession() as http:
             params = build_verification(config.wechat, "echo-123")
@@ -102,8 +107,21 @@ async def test_serve_configured_only_by_environment_answers_verification_and_mes
             p, body = build_callback(config.wechat, xml)
             async with http.post(f"{base}/wechat", params=p, data=body) as resp:
                 assert resp.status == 200
-                reply = follower.parse_reply(read_reply(config.wechat, await resp.read()))
-            assert reply is not None and "平安铃" in str(reply["content"])
+                raw = await resp.text()
+            if mode == "safe":  # decrypted exactly as wechatpy's users would
+                doc = xmltodict.parse(raw)["xml"]
+                crypto = WeChatCrypto(config.wechat.token, config.wechat.aes_key, config.wechat.app_id)
+                raw = crypto.decrypt_message(raw, doc["MsgSignature"], doc["TimeStamp"], doc["Nonce"])
+            assert "平安铃" in xmltodict.parse(raw)["xml"]["Content"]
+            # every message and event type WeChat sends: a 200 and a valid reply or "success"
+            for kind, xml in _all_kinds():
+                p, body = build_callback(config.wechat, xml)
+                async with http.post(f"{base}/wechat", params=p, data=body) as resp:
+                    assert resp.status == 200, kind
+                    plain = read_reply(config.wechat, await resp.read())  # raises if WeChat would not take it
+                if plain not in ("", "success"):
+                    reply = follower.parse_reply(plain)
+                    assert reply is not None and reply["to"] == OPENID, kind
 
 
 async def test_serve_with_two_workers_answers_on_one_port_from_two_processes(config: Config, redis: Redis) -> None:

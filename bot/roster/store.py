@@ -300,10 +300,12 @@ class RosterStore:
         return who
 
     async def forget_user(self, openid: str) -> None:
-        """Delete what we keep about a person who is linked to nothing any more."""
-        await self.r.delete(
-            keys.identity(openid), keys.bind_failures(openid), keys.chat_state(openid), keys.cs_window(openid)
-        )
+        """Delete what we keep about a person who is linked to nothing any more.
+
+        The count of wrong binding proofs stays until its hour is over (a number, nothing more):
+        deleting it would let a parent who is paused unbind, bind their own child again and guess on.
+        """
+        await self.r.delete(keys.identity(openid), keys.chat_state(openid), keys.cs_window(openid))
 
     async def erase_guardian(self, openid: str) -> int:
         """Remove a guardian from every child and delete their data (``bot privacy erase``, 解绑 all)."""
