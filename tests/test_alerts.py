@@ -11,9 +11,11 @@ import pytest
 
 from bot import clock
 from bot.app import create_app
+from bot.campaigns.calendar import Calendar
 from bot.campaigns.rules import shanghai
 from bot.config import Config
 from bot.notices.service import NoticeService
+from bot.paths import ROOT
 from bot.roster.authz import Scope
 from bot.roster.model import School
 from bot.roster.store import RosterStore
@@ -139,7 +141,12 @@ async def test_campaigns_are_listed_with_their_state_in_the_callers_scope(world:
     assert by_id["drowning"]["state"] == "on" and by_id["drowning"]["schools"] == 3 and by_id["drowning"]["next"]
     assert by_id["flood-peak"]["schools"] == 2  # s4 is in shanghai, not flood-prone
     assert by_id["alert-rainstorm"]["alert_only"] and by_id["alert-rainstorm"]["next"] is None
-    assert any("2027" in w for w in data["warnings"])
+    # Every year of the next 366 days whose holidays are computed is named (which years depends on today
+    # and on the installed chinesecalendar: never on a year written here).
+    today = clock.local(clock.now()).date()
+    computed = Calendar.load(ROOT).unofficial_years(range(today.year, today.year + 2))
+    for year in computed:
+        assert any(f"{year}:" in w and "not published" in w for w in data["warnings"]), (year, data["warnings"])
 
 
 async def test_enable_and_disable_per_district_and_per_school(world: World) -> None:
@@ -164,6 +171,26 @@ async def test_preview_lists_the_next_firings_for_a_school_in_scope(world: World
     assert first["schools"][0] == "s1" and first["students"] == 1 and len(first["title"]) <= 20 and first["body"]
     assert (await world.call("GET", "/api/campaigns/preview?school=s3"))[0] == 403
     assert (await world.call("GET", "/api/campaigns/preview?days=1000"))[0] == 422
+
+
+async def test_render_shows_a_campaign_as_a_school_in_scope_gets_it(world: World) -> None:
+    status, one = await world.call("GET", "/api/campaigns/holiday-safety/render?school=s1&date=2026-12-31")
+    assert status == 200 and one["scheduled"] and one["at"] == "2026-12-31T16:00:00+08:00"
+    assert one["title"] == "元旦假期安全提醒" and one["sender"] == "平安路小学" and "一氧化碳" in one["body"]
+    assert one["lesson"] == "carbon-monoxide" and one["mode"] == "none" and one["question"] is None
+    status, mine = await world.call("GET", "/api/campaigns/disaster-reduction/render?date=2027-05-12", who="school")
+    assert status == 200 and mine["school"] == "s1" and mine["title"] == "5·12全国防灾减灾日"
+    assert mine["mode"] == "understand" and mine["question"]["answer"] == 1
+    status, nearest = await world.call("GET", "/api/campaigns/drowning/render?date=2026-01-05")
+    assert status == 200 and nearest["scheduled"] is False  # no drowning reminder that day: shown as if sent
+    status, alert = await world.call("GET", "/api/campaigns/alert-rainstorm/render")
+    assert status == 200 and "暴雨" in alert["title"]  # a warnings-only campaign: a sample warning
+    assert (await world.call("GET", "/api/campaigns/drowning/render?school=s3"))[0] == 403  # another district
+    assert (await world.call("GET", "/api/campaigns/drowning/render?school=s2", who="school"))[0] == 403
+    assert (await world.call("GET", "/api/campaigns/flood-peak/render?school=s4"))[0] == 422  # not flood-prone
+    assert (await world.call("GET", "/api/campaigns/drowning/render?date=May"))[0] == 422
+    assert (await world.call("GET", "/api/campaigns/nope/render"))[0] == 404
+    assert (await world.call("GET", "/api/campaigns/drowning/render", who=None))[0] == 401
 
 
 async def test_admins_create_and_edit_their_own_campaigns_with_the_file_format(world: World) -> None:

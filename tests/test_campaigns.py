@@ -137,6 +137,8 @@ def test_rule_kinds_give_the_2026_dates(catalog: Catalog) -> None:
 def test_2027_uses_computed_lunar_dates_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     fresh = load_catalog()
     cold = Catalog(Calendar.load(ROOT), fresh.library, fresh.texts, fresh.groups, fresh.builtin, fresh.alerts)
+    if cold.calendar.is_official(2027):  # pragma: no cover - once chinesecalendar or overrides.toml carry 2027
+        pytest.skip("2027 has official holiday data now; this test needs a computed year")
     with caplog.at_level(logging.WARNING, logger="bot.campaigns.calendar"):
         assert days_of(cold, "spring-festival", 2027) == ["02-03 10:00"]  # 除夕 5 Feb (lunar_python)
         drowning = days_of(cold, "drowning", 2027)
@@ -151,6 +153,21 @@ def test_2027_uses_computed_lunar_dates_and_warns(caplog: pytest.LogCaptureFixtu
 def test_flood_peak_reaches_flood_prone_regions_only(catalog: Catalog) -> None:
     reached = {s for f in year_firings(catalog, 2026) if f.campaign.id == "flood-peak" for s in f.schools}
     assert reached == {"a", "b", "bj"}  # demo and beijing are flood_prone; shanghai is not
+
+
+def test_a_file_opt_out_leaves_out_a_school_and_a_region_unless_switched_on_for_them(catalog: Catalog) -> None:
+    doc = {"id": "x", "name": "试一试", "when": {"on": "fire_day"}, "what": {"template": "fire-month"},
+           "who": {"everyone": True, "opt_out": {"schools": ["b"], "regions": ["beijing"]}}}  # fmt: skip
+    campaign = catalog.parse(doc, "f.toml")
+    day = date(2026, 11, 9)
+
+    def reached(switches: Switches) -> set[str]:
+        return {s for f in plan_firings(catalog, [campaign], SCHOOLS, switches, day, day) for s in f.schools}
+
+    assert reached(Switches({})) == {"a", "sh"}
+    # a school's or a district's own switch re-admits it
+    assert reached(Switches({"x|s:b": "1", "x|d:d2": "1"})) == {"a", "b", "bj", "sh"}
+    assert reached(Switches({"x|*": "1"})) == {"a", "sh"}  # the global switch does not undo the file's opt-outs
 
 
 def test_schools_of_one_district_firing_together_make_one_notice(catalog: Catalog) -> None:
@@ -227,7 +244,8 @@ async def test_the_demo_year_has_drowning_in_summer_a_letter_before_each_break_a
     assert letters == {("summer-letter", date(2026, 7, 1)), ("winter-letter", date(2027, 1, 20))}
     months = {(e.firing.at.year, e.firing.at.month) for e in entries}
     assert len(months) == 12
-    assert any("2027" in w for w in preview.warnings)  # the 2027 holidays are computed
+    computed = runner.catalog.calendar.unofficial_years([2027])  # [2027] until its official data is installed
+    assert all(any(f"{y}:" in w for w in preview.warnings) for y in computed)  # computed holidays are named
 
 
 def bot(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -249,7 +267,8 @@ async def test_cli_preview_365_days_on_the_demo_data(redis: Redis, redis_url: st
     assert len(months) == 12
     assert all(line[5:7] in ("05", "06", "07", "08", "09") for line in lines if " drowning " in line)
     assert any("summer-letter" in line for line in lines) and any("winter-letter" in line for line in lines)
-    assert "240 students" in out.stdout and "WARNING: 2027" in out.stdout
+    assert "240 students" in out.stdout
+    assert "WARNING: 2027" in out.stdout or Calendar.load(ROOT).is_official(2027)
     listed = bot(redis_url, "campaigns", "list")
     assert listed.returncode == 0 and "drowning" in listed.stdout and "Traceback" not in listed.stderr
     unknown = bot(redis_url, "campaigns", "disable", "nope")

@@ -12,9 +12,9 @@ import pytest
 from bot.app import create_app
 from bot.config import Config
 from bot.lessons import library
-from bot.lessons.chat import LessonChat
+from bot.lessons.chat import LessonChat, recommend, topic_order
 from bot.lessons.content import Lesson, Library, Question
-from bot.lessons.progress import LessonStore, Progress
+from bot.lessons.progress import LessonResult, LessonStore, Progress
 from bot.lessons.review import review_line, review_lines
 from bot.notices.model import Draft
 from bot.notices.service import NoticeService
@@ -200,6 +200,20 @@ async def test_wrong_answers_below_the_pass_mark_fail_and_a_retry_can_pass(world
     assert await world.lessons.missed(SCHOOL, "20260301", "fire") == []
 
 
+async def test_the_pass_mark_comes_from_the_config(world: World) -> None:
+    world.config.lessons.pass_mark = 1.0  # this deployment wants every answer right
+    parent = await parent_of(world, "20260301")
+    await choose(world, parent, "消防安全")
+    lesson = await world.lesson_of(parent, "20260301")
+    await read(world, parent, lesson)
+    total = len(lesson.questions)
+    assert total >= 5  # one wrong answer still passes the default 80 %
+    result = await answer(world, parent, lesson, wrong_at={0})
+    assert f"答对{total - 1}/{total}题" in result and "合格线100分" in result and "合格！" not in result
+    [failed] = (await world.lessons.results(SCHOOL, "20260301")).values()
+    assert failed.finished and not failed.passed
+
+
 async def test_a_stray_message_mid_quiz_gets_a_reminder_and_keeps_the_place(world: World) -> None:
     parent = await parent_of(world, "20260301")
     await choose(world, parent, "防溺水")
@@ -264,6 +278,21 @@ async def test_cancel_leaves_the_lesson_and_switching_offers_another(world: Worl
     assert await world.lessons.progress(parent, SCHOOL, "20260301") is None
 
 
+# -- which lesson is offered ----------------------------------------------------------------------------
+def test_the_offer_follows_the_season_and_the_childs_results() -> None:
+    lib = library()
+    july = recommend(lib, "g1-3", 7, {})
+    assert july is not None and july.band == "g1-3" and july.peaks_in(7) and july.topic == "drowning"
+    passed = {july.id: LessonResult(july.id, started=1, finished=1, best=100, passed_at=1)}
+    after = recommend(lib, "g1-3", 7, passed)
+    assert after is not None and after.peaks_in(7) and after.topic != "drowning"  # the next risk of July
+    december = recommend(lib, "k", 12, {})
+    assert december is not None and december.band == "k" and december.peaks_in(12)
+    april = recommend(lib, "g7-12", 4, {})  # no topic peaks in April: an all-year lesson
+    assert april is not None and april.band == "g7-12" and april.all_year
+    assert topic_order(lib, 7)[:2] == ["drowning", "flood-typhoon"]  # the numbered list: this month's risks first
+
+
 # -- spaced review ------------------------------------------------------------------------------------
 async def test_missed_questions_come_back_before_the_next_lesson_on_that_topic(world: World) -> None:
     parent = await parent_of(world, "20260301")
@@ -321,6 +350,32 @@ async def test_学习_after_a_notice_with_a_lesson_starts_it_and_records_complet
     assert list(await world.lessons.campaign_completions("summer-drowning")) == [f"{SCHOOL}/20260301"]
     # done: the next 学习 offers a lesson instead of the notice's again
     assert "回复序号选择主题" in await world.say(parent, "学习")
+
+
+async def test_a_notices_lesson_is_still_offered_after_many_notices_elsewhere_in_the_city(
+    world: World, config: Config
+) -> None:
+    parent = await parent_of(world, "20260301")
+    notices = NoticeService(world.redis, config, world.roster)
+    draft = Draft(title="周末防溺水提醒", body="请家长周末看护好孩子。", audience=(Scope(DISTRICT, SCHOOL, 3, CLASS),),
+                  sender="平安路小学", lesson="drowning", campaign="drowning")  # fmt: skip
+    await notices.submit(draft, Subject("school_admin", school=SCHOOL, district=DISTRICT))
+    api = WeChatAPI(config.wechat, world.redis)
+    try:
+        await build_worker(config, world.redis, api, name="t").run(burst=True)
+    finally:
+        await api.close()
+    # Afterwards the rest of the city sends many notices (more than the lesson looks at in one list).
+    await world.roster.put_school(School("s9", "远方小学", "d9", "demo"))
+    await world.roster.ensure_class("s9", "1-1")
+    for i in range(60):
+        other = Draft(
+            title=f"班级通知{i}", body="明天请带水杯。", audience=(Scope("d9", "s9", 1, "1-1"),), sender="远方小学"
+        )
+        await notices.create(other, key=f"elsewhere-{i}")
+    first = await world.say(parent, "学习")
+    assert "老师通知里附带的安全小课" in first
+    assert (await world.lesson_of(parent, "20260301")).id == "drowning-g1-3"
 
 
 # -- who sees what -------------------------------------------------------------------------------------

@@ -265,9 +265,7 @@ def _cmd_switch(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_render(cfg: Config, args: argparse.Namespace) -> int:
     async def work(runner: CampaignRunner) -> int:
         from bot import clock
-        from bot.campaigns.loader import sample_alert
-        from bot.campaigns.model import CampaignError, Firing
-        from bot.campaigns.rules import shanghai
+        from bot.campaigns.model import CampaignError
         from bot.roster.model import School
 
         campaign = await runner.campaign(args.id)
@@ -287,28 +285,14 @@ def _cmd_render(cfg: Config, args: argparse.Namespace) -> int:
         except ValueError:
             print(f"date: {args.date!r} is not a date like 2026-05-01", file=sys.stderr)
             return 1
-        at = datetime(start.year, start.month, start.day, 9, 0, tzinfo=shanghai())
-        if campaign.when is not None:
-            horizon = start if args.date else start + timedelta(days=366)
-            found = campaign.when.firings(
-                runner.catalog.calendar,
-                start,
-                horizon,
-                school.region,
-                school.id if runner.catalog.calendar.has_school_overrides(school.id) else None,
-            )
-            if found:
-                at = found[0]
-            elif not args.date:
-                print(f"(no firing for {school.id} in the next year; shown as on {start})", file=sys.stderr)
-        firing = Firing(f"render:{campaign.id}", campaign, at, school.district, school.region, (school.id,))
         try:
-            rendered = runner.render(
-                firing, {**schools, school.id: school}, alert=sample_alert() if campaign.when is None else None
-            )
+            firing, rendered, scheduled = runner.render_for(campaign, school, schools, start, exact=bool(args.date))
         except CampaignError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+        if campaign.when is not None and not scheduled and not args.date:
+            print(f"(no firing for {school.id} in the next year; shown as on {start})", file=sys.stderr)
+        at = firing.at
         print(f"campaign  {campaign.id} ({campaign.name}), as on {at:%Y-%m-%d %H:%M} for {school.name}")
         print(f"title     {rendered.title}  ({len(rendered.title)}/20)")
         print(f"sender    {rendered.sender}  ({len(rendered.sender)}/20)")

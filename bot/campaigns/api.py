@@ -5,6 +5,9 @@
     GET  /api/campaigns/preview?days=60&school=S&campaign=ID
                                              every firing in the next N days: time, audience size,
                                              the rendered card fields and full text
+    GET  /api/campaigns/{id}/render?school=S&date=YYYY-MM-DD
+                                             one campaign's card fields and full text as a school of
+                                             the caller's gets it: its firing on that day, or its next
     POST /api/campaigns                      create or replace one of the caller's own campaigns
                                              (the same document as schedules/*.toml, as JSON)
     POST /api/campaigns/{id}/enable          switch a campaign on / off for the caller's district,
@@ -19,7 +22,7 @@ owner's district (or school), whatever its ``who`` says.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, Final
 
 from aiohttp import web
@@ -47,6 +50,7 @@ def install(app: web.Application, runner: CampaignRunner, redis: Redis) -> None:
     app[ALERTS] = AlertService(runner)
     app.router.add_get("/api/campaigns", list_campaigns)
     app.router.add_get("/api/campaigns/preview", preview)
+    app.router.add_get("/api/campaigns/{id}/render", render)
     app.router.add_post("/api/campaigns", save_campaign)
     app.router.add_post("/api/campaigns/{id}/enable", enable)
     app.router.add_post("/api/campaigns/{id}/disable", disable)
@@ -171,6 +175,58 @@ async def preview(request: web.Request) -> web.Response:
             "school": school,
             "firings": entries,
             "warnings": result.warnings,
+        }
+    )
+
+
+async def render(request: web.Request) -> web.Response:
+    who = _admin(subject(request))
+    runner = request.app[RUNNER]
+    cid = request.match_info["id"]
+    campaign = await runner.campaign(cid)
+    if campaign is None or not _visible(who, campaign):
+        raise ApiError(404, f"no campaign {cid!r}")
+    text = request.query.get("date", "")
+    try:
+        start = date.fromisoformat(text) if text else clock.local(clock.now()).date()
+    except ValueError:
+        raise invalid("date", "a day like 2026-05-01") from None
+    schools = await runner.roster.schools()
+    wanted = request.query.get("school", "") or (who.school if who.role == "school_admin" else "")
+    if wanted:
+        found = schools.get(wanted)
+        if found is None or not _in_scope(who, found):
+            raise ApiError(403, "that school is not in your scope", field="school")
+        if not campaign.covers(found):
+            raise invalid("school", f"campaign {cid!r} does not reach school {wanted!r}")
+        school = found
+    else:
+        reached = sorted((s for s in schools.values() if _in_scope(who, s) and campaign.covers(s)), key=lambda s: s.id)
+        region = next((r.id for r in runner.catalog.calendar.regions()), "demo")
+        school = reached[0] if reached else School("sample", "示例学校", who.district, region)
+    try:
+        firing, rendered, scheduled = runner.render_for(campaign, school, schools, start, exact=bool(text))
+    except CampaignError as exc:
+        raise invalid(*_field_of(exc)) from None
+    what = campaign.what
+    question = what.question
+    return json_response(
+        {
+            "campaign": campaign.id,
+            "name": campaign.name,
+            "at": firing.at.isoformat(),
+            "scheduled": scheduled,  # False: no firing that day (or in the next year); shown as if sent then
+            "school": school.id,
+            "school_name": school.name,
+            "title": rendered.title,
+            "sender": rendered.sender,
+            "body": rendered.body,
+            "mode": what.mode,
+            "urgent": what.urgent,
+            "lesson": what.lesson_for(firing.at.month),
+            "question": None
+            if question is None
+            else {"text": question.text, "options": list(question.options), "answer": question.answer},
         }
     )
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bot import clock
 from bot.campaigns.calendar import CalendarError
-from bot.campaigns.loader import Catalog
+from bot.campaigns.loader import Catalog, sample_alert
 from bot.campaigns.model import Campaign, CampaignError, Firing, What, Who, firing_id
 from bot.campaigns.rules import shanghai
 from bot.campaigns.store import CampaignStore, FiringRecord, Switches
@@ -253,6 +253,29 @@ class CampaignRunner:
             alert=alert,
         )
         return self.catalog.template(firing.campaign).render(ctx)
+
+    def render_for(
+        self, campaign: Campaign, school: School, schools: Mapping[str, School], start: date, *, exact: bool
+    ) -> tuple[Firing, Rendered, bool]:
+        """One campaign as one school would get it (``bot campaigns render``, ``GET /api/campaigns/{id}/render``).
+
+        Its firing on ``start`` (``exact``) or its next one within a year; when there is none, as if on
+        ``start`` at 09:00 (the returned flag is False). A warnings-only campaign renders a sample warning.
+        Raises :class:`CampaignError` when the text does not render to valid card fields.
+        """
+        at = datetime(start.year, start.month, start.day, 9, 0, tzinfo=shanghai())
+        scheduled = False
+        if campaign.when is not None:
+            calendar = self.catalog.calendar
+            own = school.id if calendar.has_school_overrides(school.id) else None
+            found = campaign.when.firings(
+                calendar, start, start if exact else start + timedelta(days=366), school.region, own
+            )
+            if found:
+                at, scheduled = found[0], True
+        firing = Firing(f"render:{campaign.id}", campaign, at, school.district, school.region, (school.id,))
+        alert = sample_alert() if campaign.when is None else None
+        return firing, self.render(firing, {**schools, school.id: school}, alert=alert), scheduled
 
     def draft(
         self,

@@ -36,6 +36,7 @@ from bot.roster import authz
 from bot.roster.chat import directory
 from bot.roster.model import Who, class_label, grade_of
 from bot.roster.store import RosterStore
+from bot.store import keys
 from bot.store.redis import Redis
 
 router = Router(name="lessons")
@@ -150,7 +151,7 @@ class LessonChat:
         self.roster = roster
         self.config = config
         self.now = clock.now()
-        self._linked: list[Linked] | None = None
+        self._linked: dict[str, list[Linked]] = {}  # by school: the notices of that school and its district
 
     def render(self, name: str, **context: Any) -> str:
         return self.texts.render(f"lessons/{name}", **context)
@@ -198,12 +199,14 @@ class LessonChat:
     # -- choosing the lesson -------------------------------------------------------------------
     async def linked_for(self, kid: Kid) -> tuple[Lesson, Linked] | None:
         """The lesson of the newest notice this guardian got for this child, unless already done."""
-        if self._linked is None:
-            self._linked = await self.store.linked(self.openid, self.now)
-        if not self._linked:
-            return None
         district = (await directory(self.roster)).districts.get(kid.school, "")
-        for link in self._linked:
+        links = self._linked.get(kid.school)
+        if links is None:
+            indexes = [keys.notices_by_school(kid.school)]
+            if district:
+                indexes.append(keys.notices_by_district(district))
+            links = self._linked[kid.school] = await self.store.linked(self.openid, self.now, indexes=indexes)
+        for link in links:
             if not any(s.covers_class(district, kid.school, kid.class_id) for s in link.audience):
                 continue
             lesson = self.for_band(link.lesson, kid.band)

@@ -364,16 +364,28 @@ class LessonStore:
         return bool(await self.r.hexists(keys.notice_lessons(notice_id), f"{school}/{student}"))
 
     # -- notices with a lesson attached ----------------------------------------------------
-    async def linked(self, openid: str, now: float, *, days: float = LINK_DAYS) -> list[Linked]:
+    async def linked(
+        self, openid: str, now: float, *, days: float = LINK_DAYS, indexes: Sequence[str] = ()
+    ) -> list[Linked]:
         """Recent notices (newest first) with a lesson that this guardian was sent.
 
-        Reads the notices' own records (keys ``notices_by_time``, ``notice_records``, ``notice``):
-        a guardian counts as having received a notice once WeChat accepted its card.
+        ``indexes`` are the notice lists to look in: the child's school's and district's
+        (``notices_by_school`` / ``notices_by_district``), so that a city's other notices never push
+        this family's out of the :data:`LINK_SCAN` looked at; default the city-wide ``notices_by_time``.
+        Reads the notices' own records (``notice_records``, ``notice``): a guardian counts as having
+        received a notice once WeChat accepted its card.
         """
-        ids = cast(
-            list[str],
-            await self.r.zrevrangebyscore(keys.notices_by_time(), now + 60, now - days * 86400, start=0, num=LINK_SCAN),
-        )
+        found: dict[str, float] = {}
+        for index in indexes or (keys.notices_by_time(),):
+            rows = cast(
+                list[tuple[str, float]],
+                await self.r.zrevrangebyscore(
+                    index, now + 60, now - days * 86400, start=0, num=LINK_SCAN, withscores=True
+                ),
+            )
+            for nid, created in rows:
+                found[nid] = created
+        ids = sorted(found, key=lambda nid: found[nid], reverse=True)[:LINK_SCAN]
         if not ids:
             return []
         async with self.r.pipeline(transaction=False) as pipe:
