@@ -216,6 +216,29 @@ async def test_a_day_over_the_template_quota_is_spread_with_a_warning(world: Wor
     assert [d["cards"] for d in plan["later"]] == [2] and "额度" in plan["warning"]
 
 
+async def test_an_estimate_shows_the_reach_against_the_quota_left_and_writes_nothing(
+    world: World, config: Config
+) -> None:
+    config.wechat.template_quota = 4
+    district = notice_body(audience=[{"district": "d1"}])
+    status, body = await world.call("POST", "/api/notices/estimate", "district", json=district)
+    assert status == 200, body
+    estimate = body["estimate"]
+    assert estimate["reachable"] == 5 and estimate["targeted"] == 7 and estimate["without_guardian"] == 2
+    assert estimate["quota"] == 4 and estimate["quota_left"] == 4 and estimate["today"] == 4
+    assert [d["cards"] for d in estimate["later"]] == [1] and "额度" in estimate["warning"]
+    assert await world.redis.zcard(keys.notices_by_time()) == 0 and not await world.redis.keys("*quota*")
+    # the same checks as sending: a school admin may not estimate a district notice; bad fields are 422
+    assert (await world.call("POST", "/api/notices/estimate", "school", json=district))[0] == 403
+    status, body = await world.call("POST", "/api/notices/estimate", "school", json=notice_body(title="一" * 21))
+    assert status == 422 and body["error"]["field"] == "title"
+    # after a notice to s1 (4 guardians) is sent, the estimate counts what is left: nothing today
+    assert (await world.call("POST", "/api/notices", "school", json=notice_body()))[0] == 201
+    status, body = await world.call("POST", "/api/notices/estimate", "district", json=district)
+    estimate = body["estimate"]
+    assert estimate["quota_left"] == 0 and estimate["today"] == 0 and [d["cards"] for d in estimate["later"]] == [4, 1]
+
+
 # -- reports -------------------------------------------------------------------------------------
 async def district_notice(world: World) -> str:
     question = {"text": "孩子遇到有人落水应该怎么做？", "options": ["自己下水救", "大声呼救找大人"], "answer": 1}

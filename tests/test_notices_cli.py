@@ -53,6 +53,32 @@ async def test_send_notice_shows_the_quota_warning(roster: RosterStore, redis_ur
     assert "warning: 今日模板消息额度不足" in done.stdout and "cards today" in done.stdout
 
 
+async def test_a_dry_run_shows_the_reach_and_the_quota_and_sends_nothing(roster: RosterStore, redis_url: str) -> None:
+    done = bot(redis_url, *SEND, "--district", "d1", "--as-admin", "district:d1", "--dry-run",
+               BOT__WECHAT__TEMPLATE_QUOTA="3")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "nothing sent" in done.stdout and "template quota left today: 3 of 3" in done.stdout
+    assert "guardians reachable" in done.stdout and "warning: 今日模板消息额度不足" in done.stdout
+    assert await roster.r.zcard(keys.notices_by_time()) == 0
+    assert await roster.r.keys("*quota*") == []
+
+
+async def test_a_notice_may_set_its_own_reminders(roster: RosterStore, redis_url: str, config: Config) -> None:
+    args = [*SEND, "--school", "s1", "--as-admin", "school:s1", "--reminders", "1,3,6", "--no-teacher-list"]
+    done = bot(redis_url, *args)
+    assert done.returncode == 0, done.stderr
+    [nid] = await roster.r.zrange(keys.notices_by_time(), 0, -1)
+    notice = await NoticeService(roster.r, config, roster).get(nid)
+    assert notice is not None
+    followup = notice.draft.followup
+    assert followup.after_hours == (1, 3, 6) and not followup.teacher_list
+    assert followup.window == (config.notices.reminder_window_start, config.notices.reminder_window_end)
+    bad = bot(redis_url, *SEND, "--school", "s1", "--as-admin", "school:s1", "--reminders", "2,soon")
+    assert bad.returncode == 2 and bad.stderr.startswith("reminders:")
+    bad = bot(redis_url, *SEND, "--school", "s1", "--as-admin", "school:s1", "--reminder-window", "8-20")
+    assert bad.returncode == 2 and bad.stderr.startswith("reminder-window:")
+
+
 @pytest.mark.parametrize(
     ("extra", "field"),
     [

@@ -107,6 +107,7 @@ async def test_a_teacher_writes_a_notice_in_the_chat_and_every_guardian_gets_one
     assert "什么时候前确认" in await world.say(t, "2")
     preview = await world.say(t, "2")
     assert "周末防溺水提醒" in preview and "发送" in preview
+    assert "将发给3位家长" in preview and "1名学生还没有家长绑定" in preview and "额度" not in preview
     sent = await world.say(t, "发送")
     assert "3位家长" in sent and "3名学生" in sent and "1名学生还没有家长绑定" in sent
     await world.drain()
@@ -115,6 +116,16 @@ async def test_a_teacher_writes_a_notice_in_the_chat_and_every_guardian_gets_one
         assert all(len(v) <= 20 and "\n" not in v for v in card["data"].values())
         assert "/n/" in card["url"]
     assert await world.cards_of(t) == []
+
+
+async def test_the_chat_preview_warns_when_todays_quota_cannot_take_every_card(world: World) -> None:
+    world.config.wechat.template_quota = 2
+    t = world.teacher
+    preview = ""
+    for text in ("发通知", "周末防溺水提醒", "周末请看护好孩子。", "1"):  # mode 1 (no reply needed): the preview
+        preview = await world.say(t, text)
+    assert "将发给3位家长" in preview and "今日模板消息额度不足：今天发送2条" in preview
+    assert await world.redis.zcard(keys.notices_by_time()) == 0
 
 
 async def test_creating_the_same_notice_twice_with_one_key_gives_one_notice(world: World) -> None:

@@ -3,6 +3,9 @@
     POST /api/notices                      create and plan (201), or the existing notice (200) for a
                                            repeated idempotency key (body ``idempotency_key`` or the
                                            ``Idempotency-Key`` header; keys are per caller)
+    POST /api/notices/estimate             the same body, nothing written: whom it would reach and
+                                           how its cards fit today's template quota (the rest spread
+                                           over the next days, with the warning the sender will get)
     GET  /api/notices?since=&limit=        recent notices the caller may see, newest first
     GET  /api/notices/{id}                 the notice and its funnel
     GET  /api/notices/{id}/report          funnel per class, per school and in total (?format=csv,
@@ -65,6 +68,7 @@ def install(app: web.Application, notices: NoticeService, roster: RosterStore, r
     app[NOTICES] = notices
     app[ROSTER] = roster
     app.router.add_post("/api/notices", create_notice)
+    app.router.add_post("/api/notices/estimate", estimate_notice)
     app.router.add_get("/api/notices", list_notices)
     app.router.add_get("/api/notices/{id}", get_notice)
     app.router.add_get("/api/notices/{id}/report", notice_report)
@@ -157,7 +161,7 @@ def _question(raw: object) -> Question:
     return Question(text, tuple(options), answer)
 
 
-def _followup(raw: object) -> FollowUp:
+def parse_followup(raw: object) -> FollowUp:
     if not isinstance(raw, dict):
         raise NoticeError("followup", "an object {after_hours, window, teacher_list}")
     default = FollowUp()
@@ -216,7 +220,7 @@ def draft_from_json(data: dict[str, Any], who: Subject, now: float, *, header_ke
         question=_question(question) if question is not None else None,
         deadline=parse_deadline(data["deadline"], now) if data.get("deadline") is not None else 0.0,
         urgent=urgent,
-        followup=_followup(data["followup"]) if data.get("followup") is not None else FollowUp(),
+        followup=parse_followup(data["followup"]) if data.get("followup") is not None else FollowUp(),
         lesson=lesson,
         created_by=who.name,
     )
@@ -273,6 +277,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "today": plan.today,
         "later": [{"day": f"{d[:4]}-{d[4:6]}-{d[6:]}", "cards": c} for d, c in plan.later],
         "warning": plan.warning,
+        "quota_left": plan.quota_left,
     }
 
 
@@ -343,6 +348,24 @@ async def create_notice(request: web.Request) -> web.Response:
     if not created:
         return json_response(body)
     return json_response(body, status=201, headers={"Location": f"/api/notices/{notice.id}"})
+
+
+async def estimate_notice(request: web.Request) -> web.Response:
+    """What ``POST /api/notices`` with this body would do now, without doing it."""
+    who = subject(request)
+    data = await read_json(request)
+    service, roster = request.app[NOTICES], request.app[ROSTER]
+    try:
+        draft, _key = draft_from_json(data, who, clock.now(), header_key=request.headers.get("Idempotency-Key", ""))
+        if not may_send(who, draft):
+            raise ApiError(403, "you may not send this notice to this audience", field="audience")
+        await check_audience(roster, draft.audience)
+    except NoticeError as exc:
+        raise invalid(exc.field, exc.message) from None
+    estimate = await service.estimate(draft.audience, urgent=draft.urgent)
+    out = plan_json(estimate)
+    out["quota"] = service.config.wechat.template_quota
+    return json_response({"estimate": out})
 
 
 async def list_notices(request: web.Request) -> web.Response:

@@ -196,13 +196,15 @@ async def compose_body(update: Update, state: ChatState, texts: Texts) -> str:
 
 
 @router.handler(State("n:mode"), Pattern(r"[123]"))
-async def compose_mode(text: str, state: ChatState, texts: Texts) -> str:
+async def compose_mode(
+    text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore
+) -> str:
     mode = {"1": "none", "2": "confirm", "3": "understand"}[text]
     state.update(mode=mode)
     if mode == "understand":
         state.set("n:question", **state.data)
         return texts.render("notices/compose_question")
-    return _ask_deadline_or_preview(state, texts)
+    return await _ask_deadline_or_preview(state, texts, notices, store)
 
 
 @router.handler(State("n:question"), Pattern(r".{1,100}"))
@@ -223,34 +225,45 @@ async def compose_options(text: str, state: ChatState, texts: Texts) -> str:
 
 
 @router.handler(State("n:answer"), Pattern(r"\d"))
-async def compose_answer(text: str, state: ChatState, texts: Texts) -> str:
+async def compose_answer(
+    text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore
+) -> str:
     options = state.get("options", [])
     n = int(text)
     if not 1 <= n <= len(options):
         return texts.render("notices/compose_answer", options=options)
     state.update(answer=n - 1)
-    return _ask_deadline_or_preview(state, texts)
+    return await _ask_deadline_or_preview(state, texts, notices, store)
 
 
-def _ask_deadline_or_preview(state: ChatState, texts: Texts) -> str:
+async def _ask_deadline_or_preview(state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore) -> str:
     if state.get("mode") == "none":
         state.set("n:preview", **state.data)
-        return _preview(state, texts)
+        return await _preview(state, texts, notices, store)
     choices = _deadline_choices(clock.now())
     state.set("n:deadline", **state.data, choices=[ts for _, ts in choices])
     return texts.render("notices/compose_deadline", choices=[label for label, _ in choices])
 
 
 @router.handler(State("n:deadline"), Pattern(r"[123]"))
-async def compose_deadline(text: str, state: ChatState, texts: Texts) -> str:
+async def compose_deadline(
+    text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore
+) -> str:
     state.update(deadline=state.get("choices", [0, 0, 0])[int(text) - 1])
     state.set("n:preview", **state.data)
-    return _preview(state, texts)
+    return await _preview(state, texts, notices, store)
 
 
-def _preview(state: ChatState, texts: Texts) -> str:
+async def _audience(store: RosterStore, classes: list[list[str]]) -> tuple[Scope, ...]:
+    dirs = await directory(store)
+    return tuple(Scope(dirs.districts.get(s, ""), s, grade_of(c), c) for s, c in classes)
+
+
+async def _preview(state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore) -> str:
+    """The notice as it will go out, and whom it reaches now (with the quota warning, if any)."""
     d = state.data
     body = d.get("body", "")
+    estimate = await notices.estimate(await _audience(store, d.get("classes", [])))
     return texts.render(
         "notices/compose_preview",
         classes="、".join(class_label(c[1]) for c in d.get("classes", [])),
@@ -258,6 +271,10 @@ def _preview(state: ChatState, texts: Texts) -> str:
         body=body if len(body) <= 120 else body[:118] + "……",
         mode=MODE_NAMES.get(d.get("mode", "confirm"), ""),
         deadline=clock.fmt(d["deadline"]) if d.get("deadline") else "",
+        reachable=estimate.reachable,
+        targeted=estimate.targeted,
+        unbound=estimate.without_guardian,
+        warning=estimate.warning,
     )
 
 
@@ -269,7 +286,7 @@ async def compose_send(
     state.clear()
     dirs = await directory(store)
     classes: list[list[str]] = d.get("classes", [])
-    audience = tuple(Scope(dirs.districts.get(s, ""), s, grade_of(c), c) for s, c in classes)
+    audience = await _audience(store, classes)
     school_name = dirs.names.get(classes[0][0], "") if classes else ""
     sender = card_text(f"{school_name}{class_label(classes[0][1])}" if len(classes) == 1 else school_name)
     question = None

@@ -18,7 +18,7 @@ from bot.config import Config
 from bot.notices.model import MODES
 
 if TYPE_CHECKING:
-    from bot.notices.model import Draft, Mode, Question
+    from bot.notices.model import Draft, FollowUp, Mode, Question
     from bot.notices.service import Plan
     from bot.roster.authz import Scope, Subject
     from bot.roster.store import RosterStore
@@ -63,7 +63,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     n.add_argument("--answer", type=int, help="the number of the right option, counting from 1")
     n.add_argument("--deadline", help='local time, e.g. "2026-11-25 18:00" (default: notices.default_deadline_hours)')
     n.add_argument("--urgent", action="store_true", help="skip quiet hours (school or district admins only)")
+    n.add_argument("--reminders", metavar="HOURS",
+                   help="private reminders to those who have not confirmed, hours after sending, e.g. 2,24 "
+                        "(default: notices.reminder_hours)")  # fmt: skip
+    n.add_argument("--reminder-window", metavar="HH:MM-HH:MM",
+                   help="reminders only inside this local time window (default: notices.*window*)")  # fmt: skip
+    n.add_argument("--no-teacher-list", action="store_true",
+                   help="after the last reminder, do not send the class teacher the list of the rest")  # fmt: skip
     n.add_argument("--key", help="idempotency key: sending again with the same key creates nothing new")
+    n.add_argument("--dry-run", action="store_true",
+                   help="send nothing: print whom it would reach and how it fits today's template quota")  # fmt: skip
     who = n.add_mutually_exclusive_group(required=True)
     who.add_argument("--as-token", metavar="TOKEN", help='act as this API token\'s admin ("-" reads it from stdin)')
     who.add_argument("--as-admin", metavar="SCOPE", help="act as an admin of district:D or school:S (operators)")
@@ -166,6 +175,33 @@ async def _audience(roster: RosterStore, args: argparse.Namespace) -> tuple[Scop
     return tuple(scopes)
 
 
+def _followup(cfg: Config, args: argparse.Namespace) -> FollowUp:
+    from bot.notices.api import parse_followup
+    from bot.notices.model import FollowUp, NoticeError
+
+    if args.reminders is None and args.reminder_window is None and not args.no_teacher_list:
+        return FollowUp()
+    n = cfg.notices
+    raw: dict[str, object] = {"teacher_list": not args.no_teacher_list, "after_hours": list(n.reminder_hours)}
+    if args.reminders is not None:
+        try:
+            raw["after_hours"] = [float(h) for h in str(args.reminders).replace("，", ",").split(",") if h.strip()]
+        except ValueError:
+            raise Refused("reminders", "hours after sending, separated by commas, e.g. 2,24") from None
+    raw["window"] = [n.reminder_window_start, n.reminder_window_end]
+    if args.reminder_window is not None:
+        raw["window"] = [w.strip() for w in str(args.reminder_window).split("-")]
+    try:
+        chosen = parse_followup(raw)
+    except NoticeError as exc:
+        option = "reminder-window" if exc.message.startswith("window") else "reminders"
+        raise Refused(option, exc.message.split(": ", 1)[-1]) from None
+    # what was not given stays empty: the deployment's defaults fill it when the notice is created
+    hours = chosen.after_hours if args.reminders is not None else ()
+    window = chosen.window if args.reminder_window is not None else ("", "")
+    return FollowUp(hours, window, chosen.teacher_list)
+
+
 def _print_plan(plan: Plan) -> None:
     from bot.notices.report import display_width
 
@@ -199,6 +235,7 @@ def _cmd_send_notice(cfg: Config, args: argparse.Namespace) -> int:
             raise Refused("question", "a question is asked only with --mode understand")
         deadline = parse_deadline(args.deadline, clock.now()) if args.deadline else 0.0
         key = check_key(args.key, field="key") if args.key is not None else ""
+        followup = _followup(cfg, args)
     except Refused as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -212,12 +249,18 @@ def _cmd_send_notice(cfg: Config, args: argparse.Namespace) -> int:
             who = await _subject(roster, r, args)
             draft: Draft = Draft(
                 title=args.title, body=body, sender=args.sender, audience=await _audience(roster, args), mode=mode,
-                question=question, deadline=deadline, urgent=args.urgent, created_by=who.name,
+                question=question, deadline=deadline, urgent=args.urgent, followup=followup, created_by=who.name,
             ).validate()  # fmt: skip
             if not may_send(who, draft):
                 urgent = " (urgent notices need a school or district admin)" if draft.urgent else ""
                 raise Refused("audience", f"{who.name} may not send to this audience{urgent}")
             service = NoticeService(r, cfg, roster)
+            if args.dry_run:
+                estimate = await service.estimate(draft.audience, urgent=draft.urgent)
+                left, quota = estimate.quota_left, cfg.wechat.template_quota
+                print(f"dry run, nothing sent: 「{draft.title}」 (template quota left today: {left:,} of {quota:,})")
+                _print_plan(estimate)
+                return 0
             notice, plan, created = await service.submit(draft, who, key=idempotency_key(who, key) if key else "")
         except Refused as exc:
             print(str(exc), file=sys.stderr)

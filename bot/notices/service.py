@@ -122,6 +122,7 @@ class Plan:
     today: int  # cards that fit today's template quota
     later: tuple[tuple[str, int], ...]  # (YYYYMMDD, cards) spread over the next days
     warning: str = ""
+    quota_left: int = 0  # template sends left on the first sending day, before this notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,28 +349,8 @@ class NoticeService:
         chunks = [([records_key], [queued, *openids[i : i + 2000]]) for i in range(0, len(openids), 2000)]
         await run_script_many(self.r, self._hsetnx_many, chunks, concurrency=8)
 
-        # Non-urgent cards planned in quiet hours go out when these end, maybe on the next day:
-        # they count against the quota of that day, not of the evening they were planned in.
-        first_day = now
-        if not notice.draft.urgent and clock.in_window(now, cfg.delivery.quiet_start, cfg.delivery.quiet_end):
-            first_day = clock.next_at(now, cfg.delivery.quiet_end)
-        today_key = clock.day_key(first_day)
-        quota = cfg.wechat.template_quota
-        used = int(await self.r.get(keys.quota_used(today_key)) or 0)
-        fit_today = max(0, min(len(openids), quota - used))
-        if notice.draft.urgent:
-            fit_today = len(openids)  # urgent warnings are not postponed; WeChat's 45009 still stops them
-        days: list[tuple[str, int, float]] = [(today_key, fit_today, now)]
-        rest = len(openids) - fit_today
-        day_start = first_day
-        while rest > 0:
-            day_start = clock.next_at(clock.next_midnight(day_start), cfg.delivery.quiet_end)
-            day_used = int(await self.r.get(keys.quota_used(clock.day_key(day_start))) or 0)
-            take = min(rest, max(0, quota - day_used))
-            if take == 0 and day_used >= quota:
-                continue
-            days.append((clock.day_key(day_start), take, day_start))
-            rest -= take
+        days = await self._spread(len(openids), notice.draft.urgent, now)
+        fit_today = days[0][1]
 
         batch = cfg.delivery.batch_size
         urgent = "1" if notice.draft.urgent else "0"
@@ -404,12 +385,53 @@ class NoticeService:
             pipe.hdel(keys.notice(notice.id), "planning")
             await pipe.execute()
         later = tuple((d, c) for d, c, _ in days[1:] if c)
-        warning = ""
-        if later:
-            spread = "、".join(f"{d[4:6]}月{d[6:]}日 {c}条" for d, c in later)
-            warning = f"今日模板消息额度不足：今天发送{fit_today}条，其余顺延：{spread}。"
         self._cache.pop(notice.id, None)
+        warning = quota_warning(fit_today, later)
         return Plan(notice.id, len(classes), targeted, len(openids), unbound, fit_today, later, warning)
+
+    async def estimate(self, audience: Iterable[Scope], *, urgent: bool = False, now: float | None = None) -> Plan:
+        """What planning this draft now would do, writing nothing: the families it reaches and how
+        its cards fit the template quota left today (the rest spread over the next days). Shown to
+        the sender before a notice is sent (chat preview, ``POST /api/notices/estimate``,
+        ``bot send notice --dry-run``, the console's preview)."""
+        now = clock.now() if now is None else now
+        classes = await self.resolve(audience)
+        guardians, targeted, unbound = await self._audience_members(classes)
+        days = await self._spread(len(guardians), urgent, now)
+        later = tuple((d, c) for d, c, _ in days[1:] if c)
+        today = days[0][1]
+        used = int(await self.r.get(keys.quota_used(days[0][0])) or 0)
+        left = max(0, self.config.wechat.template_quota - used)
+        warning = quota_warning(today, later)
+        return Plan("", len(classes), targeted, len(guardians), unbound, today, later, warning, left)
+
+    async def _spread(self, cards: int, urgent: bool, now: float) -> list[tuple[str, int, float]]:
+        """(day, cards, release time) for ``cards`` cards: what today's quota takes, then the next days'.
+
+        Non-urgent cards planned in quiet hours go out when these end, maybe on the next day: they
+        count against the quota of that day, not of the evening they were planned in. Urgent
+        warnings are not postponed (WeChat's 45009 still stops them)."""
+        cfg = self.config
+        first_day = now
+        if not urgent and clock.in_window(now, cfg.delivery.quiet_start, cfg.delivery.quiet_end):
+            first_day = clock.next_at(now, cfg.delivery.quiet_end)
+        today_key = clock.day_key(first_day)
+        quota = cfg.wechat.template_quota
+        used = int(await self.r.get(keys.quota_used(today_key)) or 0)
+        fit_today = cards if urgent else max(0, min(cards, quota - used))
+        days: list[tuple[str, int, float]] = [(today_key, fit_today, now)]
+        rest = cards - fit_today
+        day_start = first_day
+        while rest > 0:
+            day_start = clock.next_at(clock.next_midnight(day_start), cfg.delivery.quiet_end)
+            day_used = int(await self.r.get(keys.quota_used(clock.day_key(day_start))) or 0)
+            take = min(rest, max(0, quota - day_used))
+            if take == 0 and day_used >= quota:
+                continue
+            days.append((clock.day_key(day_start), take, day_start))
+            rest -= take
+        return days
+
 
     async def resume_stale_plans(self, *, now: float | None = None, lookback: float = 86400) -> int:
         """Finish plans a crash cut off (run by the scheduler); returns how many were resumed."""
@@ -630,3 +652,11 @@ def _reason(records: list[Record]) -> str:
 
 def _fields(draft: Draft) -> dict[str, Any]:
     return {name: getattr(draft, name) for name in draft.__dataclass_fields__}
+
+
+def quota_warning(today: int, later: tuple[tuple[str, int], ...]) -> str:
+    """The sender's warning when today's template quota cannot take every card ("" when it can)."""
+    if not later:
+        return ""
+    spread = "、".join(f"{d[4:6]}月{d[6:]}日 {c}条" for d, c in later)
+    return f"今日模板消息额度不足：今天发送{today}条，其余顺延：{spread}。"
