@@ -1,9 +1,11 @@
 """Children's data, kept as briefly as the work needs (PIPL): erasing a person, and retention.
 
 - ``erase_guardian``: what 解绑 of the last child and ``bot privacy erase --guardian`` do: unlink the
-  guardian from every child, delete their identity, conversation state and counters, remove their
-  delivery and reminder records from every notice, and blank their openid in confirmations (the
-  school keeps the fact that the child's notice was confirmed, not by whom).
+  guardian from every child, delete their identity and conversation state (a guardian who also
+  teaches keeps their classes; a count of wrong binding proofs runs out its hour), their lesson
+  progress and the bindings they asked for that still wait for approval, remove their delivery and
+  reminder records from every notice, and blank their openid in confirmations (the school keeps the
+  fact that the child's notice was confirmed, not by whom).
 - ``retention_sweep``: notices older than ``privacy.retention_days`` keep only their totals; their
   per-guardian records, confirmations and reminders are deleted. Capabilities that store personal
   data of their own (lesson answers) register a function in ``ERASERS`` / ``RETAINERS``.
@@ -55,8 +57,7 @@ class Erased:
 
 async def erase_guardian(redis: Redis, openid: str) -> Erased:
     store = RosterStore(redis)
-    children = await store.erase_guardian(openid)
-    await store.forget_user(openid)
+    children = await store.erase_guardian(openid)  # also forgets the person, unless they teach a class
     blank = redis.register_script(_BLANK_CONFIRMER)
     ids: list[str] = await redis.zrange(keys.notices_by_time(), 0, -1)  # type: ignore[assignment]
     records = blanked = 0
@@ -182,4 +183,22 @@ def _last(fields: dict[str, str]) -> float:
     return newest
 
 
+async def erase_pending_bindings(redis: Redis, openid: str) -> int:
+    """Bindings this guardian asked for that still wait for a class teacher's approval, in every school."""
+    schools = sorted(await RosterStore(redis).schools())
+    removed = 0
+    for i in range(0, len(schools), 500):
+        chunk = schools[i : i + 500]
+        async with redis.pipeline(transaction=False) as pipe:
+            for school in chunk:
+                pipe.hkeys(keys.pending_bindings(school))
+            found: list[list[str]] = await pipe.execute()
+        for school, fields in zip(chunk, found, strict=True):
+            mine = [f for f in fields if f.split("/", 2)[-1] == openid]  # "class/student/openid"
+            if mine:
+                removed += int(await redis.hdel(keys.pending_bindings(school), *mine))
+    return removed
+
+
 RETAINERS.append(retain_lesson_results)
+ERASERS.append(erase_pending_bindings)

@@ -135,3 +135,12 @@ async def test_the_alerts_page_lists_a_warning_and_what_it_fired(world: World) -
     assert status == 200 and "rainstorm" in page and "橙色预警" in page and "查看通知" in page
     status, page, _ = await (await world.login("sadmin")).get("/console/alerts")
     assert status == 200 and "rainstorm" in page  # it reached their school
+
+
+async def test_a_campaign_text_that_reaches_for_python_internals_is_refused_by_the_sandbox(world: World) -> None:
+    b = await world.login("sadmin")
+    for i, title in enumerate(("{{ ''.__class__.__mro__[1].__subclasses__() }}", "{{ cycler.__init__.__globals__ }}")):
+        status, page, _ = await b.post("/console/campaigns/save", {**CAMPAIGN, "id": f"escape-{i}", "title": title,
+                                                                   "csrf": await b.csrf()})  # fmt: skip
+        assert status == 422 and "unsafe" in page, title
+    assert await CampaignStore(world.redis).custom_documents() == {}  # nothing was saved

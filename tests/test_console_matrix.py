@@ -3,9 +3,10 @@ teacher, the school administrator and the district administrator.
 
 Each case says what each of the five may get: ``ok`` (the page, or the action done: 200/303 to its
 result), ``login`` (sent to the login page), ``deny`` (403), ``gone`` (404: a notice outside one's
-scope is not even said to exist), or ``invalid`` (422: the form is refused as "you may not address
-this audience"). One test checks that every route the console registers is in this table, so a new
-page cannot be added without deciding who may see it.
+scope is not even said to exist), ``invalid`` (422: the form is refused as "you may not address
+this audience"), ``wechat`` (sent to WeChat's OAuth) or ``bad`` (400). One test checks that every
+route the console registers is in this table, the public ones (signing in, the stylesheet) included,
+so a new page cannot be added without deciding who may see it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from test_console_world import (
     MUM,
     NEWCOMER,
     OTHER_SCHOOL,
+    PASSWORD,
     ROLES,
     SCHOOL,
     Browser,
@@ -33,7 +35,7 @@ from test_console_world import (
 
 __all__ = ["world"]
 
-OK, LOGIN, DENY, GONE, INVALID = "ok", "login", "deny", "gone", "invalid"
+OK, LOGIN, DENY, GONE, INVALID, WECHAT, BAD = "ok", "login", "deny", "gone", "invalid", "wechat", "bad"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ async def admin_notice_form(world: World) -> dict[str, str]:
 
 async def school_notice_form(world: World) -> dict[str, str]:
     return {**(await notice_form(world)), "audience": f"s:{SCHOOL}"}
+
+
+async def login_form(world: World) -> dict[str, str]:
+    return {"username": "dadmin", "password": PASSWORD, "next": "/console"}
 
 
 async def campaign_form(world: World) -> dict[str, str]:
@@ -139,20 +145,26 @@ CASES = [
     Case("GET", "/console/audit", "/console/audit", ALL),
     Case("GET", "/console/audit.csv", "/console/audit.csv", ALL),
     Case("POST", "/console/logout", "/console/logout", (LOGIN,) * 5, None),  # everyone ends at the login page
+    # Public on purpose: signing in, and the stylesheet and script. The signed-in go on to the console.
+    Case("GET", "/console/login", "/console/login", (OK,) * 5),
+    Case("GET", "/console/static/{name}", "/console/static/console.css", (OK,) * 5),
+    Case("GET", "/console/login/wechat", "/console/login/wechat", (WECHAT,) * 5),
+    Case("GET", "/console/oauth/callback", "/console/oauth/callback?code=abc&state=forged", (BAD,) * 5),
+    # The right password, but without the login page's own token: nobody is signed in (login CSRF).
+    Case("POST", "/console/login", "/console/login", (DENY,) * 5, login_form),
 ]
-# Public on purpose: signing in, and the stylesheet and script.
-PUBLIC = {("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/login/wechat"),
-          ("GET", "/console/oauth/callback"), ("GET", "/console/static/{name}")}  # fmt: skip
 
 
 def classify(status: int, location: str) -> str:
     if status in (302, 303) and location.startswith("/console/login"):
         return LOGIN
+    if status == 302 and "/connect/oauth2/authorize?" in location:
+        return WECHAT
     if status == 401:
         return LOGIN
     if status in (200, 303):
         return OK
-    return {403: DENY, 404: GONE, 422: INVALID}.get(status, f"status {status}")
+    return {400: BAD, 403: DENY, 404: GONE, 422: INVALID}.get(status, f"status {status}")
 
 
 async def _request(world: World, b: Browser, case: Case, path: str) -> tuple[int, str]:
@@ -195,5 +207,6 @@ def test_the_matrix_covers_every_route_the_console_registers(world: World) -> No
         resource = route.resource
         assert resource is not None
         registered.add((route.method, resource.canonical))  # the canonical path includes the /console prefix
-    covered = {(c.method, c.route) for c in CASES} | PUBLIC
+    covered = {(c.method, c.route) for c in CASES}
     assert registered - covered == set(), "routes missing from the authorization matrix"
+    assert covered - registered == set(), "matrix rows for routes the console does not have"

@@ -17,6 +17,7 @@ from test_console_world import (
     MUM,
     NEWCOMER,
     SCHOOL,
+    TEACHER_WX,
     Browser,
     World,
     world,
@@ -26,6 +27,7 @@ from bot.console.audit import AuditFilter
 from bot.roster.authz import Scope
 from bot.roster.model import Who
 from bot.store import keys
+from bot.wechat.protocol import mask_openid
 
 __all__ = ["world"]
 
@@ -233,6 +235,16 @@ async def test_the_audit_log_filters_exports_and_shows_each_reader_only_their_pa
     far = await world.login("faradmin")
     status, page, _ = await far.get("/console/audit")
     assert "三二班通知" not in page and "三三班通知" not in page  # another district
+
+
+async def test_the_audit_export_masks_a_wechat_teachers_openid(world: World) -> None:
+    teacher = await world.wechat_login(TEACHER_WX)  # a WeChat sign-in is written to the audit log
+    assert (await teacher.get("/console"))[0] == 200
+    admin = await world.login("sadmin")
+    status, text, _ = await admin.get("/console/audit.csv?action=login")
+    assert status == 200 and TEACHER_WX not in text
+    actors = {row[3] for row in csv.reader(io.StringIO(text.lstrip("\ufeff")))}
+    assert mask_openid(TEACHER_WX) in actors and "console:sadmin" in actors  # accounts keep their names
 
 
 async def test_nothing_a_visitor_types_gives_a_5xx(world: World) -> None:

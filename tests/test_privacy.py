@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from bot.config import Config
 from bot.notices.model import Draft
@@ -69,3 +72,59 @@ async def test_retention_deletes_quiz_results_nobody_touched_for_the_period(redi
     await retention_sweep(redis, config, now=1e6 + 31 * 86400)
     assert not await redis.exists(keys.lesson_results(SCHOOL, "s1"))
     assert await redis.exists(keys.lesson_results(SCHOOL, "s2"))
+
+
+async def test_erasing_a_guardian_deletes_their_lesson_progress_and_bindings_waiting_for_approval(
+    redis: Redis, config: Config
+) -> None:
+    store, _notices, _nid = await _world(redis, config)
+    await redis.set(keys.lesson_progress(MUM, SCHOOL, "s1"), "step", ex=3600)
+    await store.add_pending(MUM, Student(SCHOOL, "s2", "李小红", CLASS), "m")
+    await store.add_pending(DAD, Student(SCHOOL, "s1", "王小明", CLASS), "f")
+    done = await erase_guardian(redis, MUM)
+    assert done.other == 1  # the binding that was waiting
+    assert not await redis.exists(keys.lesson_progress(MUM, SCHOOL, "s1"))
+    assert [p[2] for p in await store.pending(SCHOOL, [CLASS])] == [DAD]  # nobody else's request is touched
+
+
+async def test_erasing_a_guardian_who_also_teaches_keeps_their_classes(redis: Redis, config: Config) -> None:
+    store, _notices, _nid = await _world(redis, config)
+    code = await store.create_teacher_invite(SCHOOL, [CLASS], "c", 3600)
+    assert await store.redeem_teacher_invite(code, MUM) is not None
+    await erase_guardian(redis, MUM)
+    who = await store.who(MUM)
+    assert not who.children and [t.class_id for t in who.teaches] == [CLASS]  # a parent's data only
+
+
+def bot(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT")}
+    env["BOT__REDIS__URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_bot_privacy_erase_guardian_erases_and_prints_a_masked_summary(
+    redis: Redis, config: Config, redis_url: str
+) -> None:
+    store, _notices, nid = await _world(redis, config)
+    done = bot(redis_url, "privacy", "erase", "--guardian", MUM)
+    assert done.returncode == 0, done.stderr
+    assert "unlinked from 1 children" in done.stdout and "1 notice records deleted" in done.stdout
+    assert MUM not in done.stdout + done.stderr  # the openid is masked in what the command prints
+    assert not await redis.exists(keys.identity(MUM)) and not await redis.hexists(keys.notice_records(nid), MUM)
+    assert (await store.who(DAD)).children
+
+
+async def test_the_scheduler_runs_the_retention_sweep_daily_at_the_configured_time(
+    redis: Redis, config: Config
+) -> None:
+    from bot.scheduler import build_scheduler
+    from bot.wechat.client import WeChatAPI
+
+    config.privacy.retention_at = "04:15"
+    async with WeChatAPI(config.wechat, redis) as api:
+        job = build_scheduler(config, redis, api).scheduler.get_job("retention")
+    assert job is not None
+    fields = {f.name: str(f) for f in job.trigger.fields}
+    assert (fields["hour"], fields["minute"], fields["day"]) == ("4", "15", "*")

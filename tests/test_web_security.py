@@ -1,12 +1,16 @@
-"""Signed tokens, OAuth state, session cookies, CSRF and redirect targets of the H5 pages."""
+"""Signed tokens, OAuth state, session cookies, CSRF and redirect targets of the H5 pages; per-address limits."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from bot.app import create_app
+from bot.config import Config
+from bot.store.redis import Redis
 from bot.web import security as sec
 
 KEY = b"k" * 32
@@ -111,3 +115,21 @@ def test_cookies_are_httponly_samesite_lax_and_secure_on_https(secure: bool) -> 
     assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header
     assert f"Max-Age={sec.SESSION_MAX_AGE}" in header
     assert ("Secure" in header) is secure
+
+
+@pytest.mark.parametrize("path", ["/console/login", "/api/notices"])
+async def test_the_console_and_the_api_are_rate_limited_per_address(
+    path: str, config: Config, redis: Redis, aiohttp_client: Any
+) -> None:
+    config.server.rate_per_ip, config.server.trust_forwarded = 3, True
+    client = await aiohttp_client(create_app(config, redis))
+
+    async def status(address: str) -> int:
+        async with client.get(path, headers={"X-Forwarded-For": address}, allow_redirects=False) as resp:
+            return resp.status
+
+    # The windows are whole minutes: 2 × limit + 1 requests exceed the limit in one of them, even if
+    # a minute turns while they are made (no assumption about the time of day).
+    statuses = [await status("10.0.0.1") for _ in range(7)]
+    assert 429 in statuses and statuses[0] != 429
+    assert await status("10.0.0.2") != 429  # another address is not slowed down

@@ -19,6 +19,7 @@ from bot.console.audit import ACTIONS, AuditEntry, AuditFilter
 from bot.console.scope import SCHOOL_RE, may_view, schools_in_scope
 from bot.console.web import CONSOLE, Console, Viewer, when
 from bot.roster.model import class_label
+from bot.wechat.protocol import mask_openid
 
 PAGE_ROWS = 200
 CSV_ROWS = 10_000
@@ -86,6 +87,11 @@ async def audit_page(request: web.Request, viewer: Viewer) -> web.StreamResponse
                   schools=schools, names=names, query=query, limit=PAGE_ROWS)  # fmt: skip
 
 
+def _actor(actor: str) -> str:
+    """A console account's name as it is; a WeChat teacher's openid masked (an export needs no more)."""
+    return actor if actor.startswith("console:") else mask_openid(actor)
+
+
 def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
@@ -97,7 +103,7 @@ async def audit_csv(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for e in entries:
-        row = (when(e.at), e.action, e.action_label, e.actor, e.actor_label, e.district, e.school,
+        row = (when(e.at), e.action, e.action_label, _actor(e.actor), e.actor_label, e.district, e.school,
                " ".join(class_label(cid) for cid in e.classes), e.target, e.summary)  # fmt: skip
         writer.writerow([_cell(v) for v in row])
     headers = {"Content-Disposition": 'attachment; filename="audit.csv"', "Cache-Control": "no-store"}
