@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,16 @@ from bot import clock
 from bot.app import create_app
 from bot.config import Config
 from bot.lessons.progress import LessonStore, score
-from bot.lessons.report import CSV_COLUMNS, build_report, parse_since, render_table, report_csv, report_json
+from bot.lessons.report import (
+    CSV_COLUMNS,
+    build_report,
+    parse_period,
+    parse_since,
+    parse_until,
+    render_table,
+    report_csv,
+    report_json,
+)
 from bot.roster.model import School
 from bot.roster.store import RosterStore
 from bot.store import keys
@@ -115,6 +125,31 @@ async def test_topic_and_period_filters(redis: Redis, roster: RosterStore) -> No
     assert counts(both.totals) == (6, 2, 2, 1)
 
 
+async def test_a_period_with_an_end_day_counts_that_day_and_nothing_after(redis: Redis, roster: RosterStore) -> None:
+    march = await build_report(redis, roster, school="s1", until=parse_until("2026-03-31"))
+    # 丙 started in March; 己 passed in March (its quiz finished again in May, but a pass is a finished quiz)
+    assert counts(march.totals) == (6, 2, 1, 1)
+    one_day = await build_report(redis, roster, school="s1", since=parse_since("2026-05-20"),
+                                 until=parse_until("2026-05-20"))  # fmt: skip
+    assert counts(one_day.totals) == (6, 3, 3, 1)  # 甲 passed, 乙 failed, 己 failed the retry: all on 20 May
+    since, until = parse_period("2026-04-01", "2026-05-19")
+    day_before = await build_report(redis, roster, school="s1", since=since, until=until)
+    assert counts(day_before.totals) == (6, 0, 0, 0)
+    assert report_json(one_day)["since"] == "2026-05-20" and report_json(one_day)["until"] == "2026-05-20"
+    assert "2026-05-20 to 2026-05-20" in render_table(one_day)
+    [row] = [r for r in csv.DictReader(io.StringIO(report_csv(march).lstrip("\ufeff"))) if r["level"] == "total"]
+    assert (row["since"], row["until"]) == ("", "2026-03-31")
+
+
+async def test_a_period_that_ends_before_it_starts_is_refused(redis: Redis, roster: RosterStore) -> None:
+    assert parse_period("2026-05-01", "2026-05-01")[1] - parse_period("2026-05-01", "2026-05-01")[0] == 86400
+    for since, until in (("2026-05-02", "2026-05-01"), ("", "not-a-day"), ("", "2026-02-30"), ("", "9999-12-31")):
+        with pytest.raises(ValueError, match=r"^until:"):
+            parse_period(since, until)
+    with pytest.raises(ValueError, match=r"^until: the last day 2026-04-30 is before the first day 2026-05-01"):
+        await build_report(redis, roster, since=parse_since("2026-05-01"), until=parse_until("2026-04-30"))
+
+
 async def test_schools_roll_up_into_districts(redis: Redis, roster: RosterStore) -> None:
     d1 = await build_report(redis, roster, district="d1")
     assert [s.school for s in d1.schools] == ["s1", "s2"] and counts(d1.totals) == (7, 5, 4, 3)
@@ -178,6 +213,22 @@ async def test_bot_report_lessons_prints_a_table_and_writes_csv(
     )
 
 
+async def test_bot_report_lessons_takes_an_inclusive_until(roster: RosterStore, redis_url: str) -> None:
+    march = bot(redis_url, "report", "lessons", "--school", "s1", "--until", "2026-03-31", "--json")
+    assert march.returncode == 0, march.stderr
+    data = json.loads(march.stdout)
+    assert data["until"] == "2026-03-31" and data["totals"]["started"] == 2 and data["totals"]["passed"] == 1
+    for args, message in (
+        (("--until", "2026-04-31"), "'2026-04-31' is not a date (YYYY-MM-DD)"),
+        (
+            ("--since", "2026-05-02", "--until", "2026-05-01"),
+            "the last day 2026-05-01 is before the first day 2026-05-02",
+        ),
+    ):
+        bad = bot(redis_url, "report", "lessons", *args)
+        assert bad.returncode == 2 and bad.stderr == f"bot report lessons: --until: {message}\n", bad.stderr
+
+
 # -- the JSON API ------------------------------------------------------------------------------------------
 async def test_the_api_is_scoped_by_the_token(
     roster: RosterStore, redis: Redis, config: Config, emulator: Any, aiohttp_client: Any
@@ -199,6 +250,11 @@ async def test_the_api_is_scoped_by_the_token(
     assert (await get(school_token, "?school=s2")).status == 403
     assert (await get(district_token, "?district=d2")).status == 403
     district = await (await get(district_token, "?topic=fire&since=2026-04-01&per_class=0")).json()
+    assert district["until"] is None
+    march = await (await get(district_token, "?until=2026-03-31")).json()
+    assert march["until"] == "2026-03-31" and march["totals"]["started"] == 2 and march["totals"]["passed"] == 1
+    backwards = await get(district_token, "?since=2026-05-02&until=2026-05-01")
+    assert backwards.status == 422 and (await backwards.json())["error"]["field"] == "until"
     assert district["totals"]["students"] == 7 and district["totals"]["passed"] == 1
     assert "classes" not in district["districts"][0]["schools"][0]
     klass = await (await get(district_token, "?school=s1&class=3-2")).json()

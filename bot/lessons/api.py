@@ -12,12 +12,13 @@ Query parameters (all optional):
 ``school``     school id (default for a school admin: their school; a district admin: every school)
 ``class``      class id such as ``3-2`` (needs ``school``)
 ``topic``      a topic id (``drowning``, ``traffic``, ...); default every topic
-``since``      ``YYYY-MM-DD``: only what happened since that local day; default all time
+``since``      ``YYYY-MM-DD``: only what happened since that local day; default from the start
+``until``      ``YYYY-MM-DD``: only what happened up to that local day, inclusive; default up to now
 ``per_class``  ``0`` leaves out the class rows (schools and districts only)
 ``format``     ``json`` (default) or ``csv`` (UTF-8 with BOM, columns in ``report.CSV_COLUMNS``)
 =============  ======================================================================================
 
-JSON: ``{"topic", "topic_name", "since", "totals", "by_topic", "districts": [{"district", "rates",
+JSON: ``{"topic", "topic_name", "since", "until", "totals", "by_topic", "districts": [{"district", "rates",
 "schools": [{"school", "name", "rates", "classes": [{"class_id", "label", "rates"}]}]}]}`` where each
 ``rates`` is ``{"students", "started", "finished", "passed", "participation_pct", "quiz_taken_pct",
 "passed_pct"}`` (percentages of students, one decimal; null when there are no students). Counts only:
@@ -30,14 +31,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.lessons.report import ReportError, build_report, parse_since, report_csv, report_json
+from bot.lessons.report import ReportError, build_report, parse_period, report_csv, report_json
 from bot.roster.authz import ReportObj, Scope, can
 from bot.roster.store import RosterStore
 from bot.store.redis import Redis
 from bot.web.api import ApiError, install, invalid, json_response, subject
 
 PATH = "/api/lessons/report"
-PARAMS = frozenset({"district", "school", "class", "topic", "since", "per_class", "format"})
+PARAMS = frozenset({"district", "school", "class", "topic", "since", "until", "per_class", "format"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ async def lessons_report(request: web.Request) -> web.Response:
         raise ApiError(403, "this token may not see lesson reports for that scope")
     deps = request.app[DEPS]
     try:
-        since = parse_since(query.get("since", ""))
+        since, until = parse_period(query.get("since", ""), query.get("until", ""))
         report = await build_report(
             deps.redis,
             deps.roster,
@@ -76,6 +77,7 @@ async def lessons_report(request: web.Request) -> web.Response:
             class_id=class_id,
             topic=query.get("topic", ""),
             since=since,
+            until=until,
         )
     except ReportError as exc:
         raise invalid(exc.field, exc.message) from None

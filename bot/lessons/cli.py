@@ -1,7 +1,7 @@
 """``bot report lessons``: the three lesson rates as a table on the terminal, and as CSV or JSON.
 
-    bot report lessons [--district D] [--school S] [--class C] [--topic T] [--since YYYY-MM-DD]
-                       [--csv FILE] [--json] [--schools-only]
+    bot report lessons [--district D] [--school S] [--class C] [--topic T]
+                       [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--csv FILE] [--json] [--schools-only]
 
 Registered through ``bot.cli.EXTRA_COMMANDS``. ``report`` is a group other capabilities share
 (``bot report notice ...``): :func:`report_group` finds it or creates it, whichever comes first.
@@ -34,6 +34,7 @@ def add_commands(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--topic", default="", help="only this topic, e.g. drowning (default: every topic)")
     p.add_argument("--since", default="", metavar="YYYY-MM-DD", help="only what happened since this day")
+    p.add_argument("--until", default="", metavar="YYYY-MM-DD", help="only what happened up to this day (inclusive)")
     p.add_argument("--csv", metavar="FILE", help="also write the rows to this CSV file (UTF-8 with BOM)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--schools-only", action="store_true", help="leave out the class rows")
@@ -45,12 +46,13 @@ def _cmd_report_lessons(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _report(cfg: Config, args: argparse.Namespace) -> int:
-    from bot.lessons.report import ReportError, build_report, parse_since, render_table, report_csv, report_json
+    from bot.lessons.report import ReportError, build_report, parse_period, render_table, report_csv, report_json
     from bot.roster.store import RosterStore
     from bot.store.redis import redis_from_config
 
     async with redis_from_config(cfg) as r:
         try:
+            since, until = parse_period(args.since, args.until)
             report = await build_report(
                 r,
                 RosterStore(r),
@@ -58,7 +60,8 @@ async def _report(cfg: Config, args: argparse.Namespace) -> int:
                 school=args.school,
                 class_id=args.class_id,
                 topic=args.topic,
-                since=parse_since(args.since),
+                since=since,
+                until=until,
             )
         except ReportError as exc:
             option = {"class": "--class"}.get(exc.field, f"--{exc.field}")

@@ -7,9 +7,15 @@ the scope as the roster is now:
 - quiz taken 参考率: students who finished at least one quiz / students
 - passed 合格率: students who passed at least one quiz / students
 
-With a topic, only that topic's lessons count; with ``since``, only what happened since then (a
-lesson started, a quiz finished, a pass: each by its own latest time). A student counts once
-whichever guardian did the lesson.
+With a topic, only that topic's lessons count; with a period (``since`` and/or ``until``, local
+days, both inclusive), only what happened in it (a lesson started, a quiz finished, a pass). A pass
+is also a finished quiz, and a finished quiz a started lesson. A student counts once whichever
+guardian did the lesson.
+
+Each lesson keeps only the latest time of each of those events (see ``progress.py``), so a period
+that ends before today counts a student by those latest times: a lesson started in April and
+started again in June is not counted as started in April unless its quiz was finished or passed in
+April. Rates for a past period are therefore a lower bound; periods up to today are exact.
 
 Exports are counts only. Student names appear only in :attr:`ClassRates.not_started`, filled for
 a teacher's own classes in the chat (「学习情况」); no score of any child is ever listed.
@@ -22,7 +28,7 @@ import io
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from bot import clock
@@ -106,6 +112,7 @@ class LessonReport:
     districts: list[DistrictRates]
     totals: Rates
     by_topic: dict[str, Rates]  # every topic over the same students (ignores the topic filter)
+    until: float = 0.0  # the end of the period (exclusive: the midnight after its last day); 0 = none
 
     @property
     def schools(self) -> list[SchoolRates]:
@@ -116,15 +123,23 @@ class LessonReport:
         return [c for s in self.schools for c in s.classes]
 
 
-def status(results: Mapping[str, LessonResult], topic: str = "", since: float = 0) -> tuple[bool, bool, bool]:
-    """(started, finished a quiz, passed) for one student, within the topic and period."""
+def status(
+    results: Mapping[str, LessonResult], topic: str = "", since: float = 0, until: float = 0
+) -> tuple[bool, bool, bool]:
+    """(started, finished a quiz, passed) for one student, within the topic and [since, until)."""
+
+    def within(ts: int) -> bool:
+        return ts > 0 and ts >= since and (not until or ts < until)
+
     started = finished = passed = False
     for r in results.values():
         if topic and r.topic != topic:
             continue
-        started = started or (r.started > 0 and r.started >= since) or (r.finished > 0 and r.finished >= since)
-        finished = finished or (r.finished > 0 and r.finished >= since)
-        passed = passed or (r.passed_at > 0 and r.passed_at >= since)
+        # A pass is a finished quiz, and a finished quiz a started lesson: in the period, each implies
+        # the next even when the later time of the lesser event (a restart) falls outside it.
+        passed = passed or within(r.passed_at)
+        finished = finished or passed or within(r.finished)
+        started = started or finished or within(r.started)
     return started, finished, passed
 
 
@@ -135,15 +150,46 @@ def _count(rates: Rates, state: tuple[bool, bool, bool]) -> None:
     rates.passed += state[2]
 
 
+def _midnight(text: str, field_name: str, days_after: int = 0) -> float:
+    """Local midnight at the start of ``text`` (YYYY-MM-DD) plus ``days_after`` days, in epoch seconds."""
+    try:
+        day = date.fromisoformat(text.strip()) + timedelta(days=days_after)
+        return datetime(day.year, day.month, day.day, tzinfo=clock.zone()).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise ReportError(field_name, f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def parse_since(text: str) -> float:
     """``YYYY-MM-DD`` (local midnight) → epoch seconds; "" → 0 (all time)."""
-    if not text:
-        return 0.0
-    try:
-        day = date.fromisoformat(text.strip())
-    except ValueError:
-        raise ReportError("since", f"{text!r} is not a date (YYYY-MM-DD)") from None
-    return datetime(day.year, day.month, day.day, tzinfo=clock.zone()).timestamp()
+    return _midnight(text, "since") if text.strip() else 0.0
+
+
+def parse_until(text: str) -> float:
+    """``YYYY-MM-DD``, the period's last day (inclusive) → the epoch seconds of the local midnight
+    after it, where the period ends; "" → 0 (up to now)."""
+    return _midnight(text, "until", days_after=1) if text.strip() else 0.0
+
+
+def parse_period(since: str, until: str) -> tuple[float, float]:
+    """``--since`` and ``--until`` (or the API's ``since`` and ``until``) → (since, until) for :func:`build_report`."""
+    start, end = parse_since(since), parse_until(until)
+    check_period(start, end)
+    return start, end
+
+
+def since_day(since: float) -> str:
+    """The period's first day as YYYY-MM-DD; "" when it has none."""
+    return clock.local(since).date().isoformat() if since else ""
+
+
+def until_day(until: float) -> str:
+    """The period's last day (inclusive) as YYYY-MM-DD; "" when it runs up to now."""
+    return clock.local(until - 1).date().isoformat() if until else ""
+
+
+def check_period(since: float, until: float) -> None:
+    if until and until <= since:
+        raise ReportError("until", f"the last day {until_day(until)} is before the first day {since_day(since)}")
 
 
 def term_start(now: float) -> float:
@@ -187,9 +233,13 @@ async def build_report(
     classes: list[tuple[str, str]] | None = None,
     topic: str = "",
     since: float = 0.0,
+    until: float = 0.0,
     names: bool = False,
 ) -> LessonReport:
-    """Rates for a district, a school, a class, or an explicit list of (school, class); "" = all."""
+    """Rates for a district, a school, a class, or an explicit list of (school, class); "" = all.
+
+    ``since`` and ``until`` bound the period, as :func:`parse_period` makes them; 0 = open."""
+    check_period(since, until)
     if topic and topic not in TOPICS:
         raise ReportError("topic", f"{topic!r} is not one of {', '.join(TOPICS)}")
     if class_id and not school:
@@ -229,19 +279,19 @@ async def build_report(
             c_rates = ClassRates(school_id, cid)
             for sid, student in sorted(members[cid].items(), key=lambda kv: kv[1].name):
                 mine = results.get(sid, {})
-                state = status(mine, topic, since)
+                state = status(mine, topic, since, until)
                 _count(c_rates.rates, state)
                 if names and not state[0]:
                     c_rates.not_started.append(student.name)
                 for t, rates in by_topic.items():
-                    _count(rates, status(mine, t, since))
+                    _count(rates, status(mine, t, since, until))
             s_rates.classes.append(c_rates)
             s_rates.rates.add(c_rates.rates)
         d_rates = by_district.setdefault(info.district, DistrictRates(info.district))
         d_rates.schools.append(s_rates)
         d_rates.rates.add(s_rates.rates)
         totals.add(s_rates.rates)
-    return LessonReport(topic, since, list(by_district.values()), totals, by_topic)
+    return LessonReport(topic, since, list(by_district.values()), totals, by_topic, until)
 
 
 # -- JSON -----------------------------------------------------------------------------------------
@@ -249,7 +299,8 @@ def report_json(report: LessonReport, *, per_class: bool = True) -> dict[str, An
     return {
         "topic": report.topic or None,
         "topic_name": TOPICS.get(report.topic) if report.topic else None,
-        "since": clock.local(report.since).date().isoformat() if report.since else None,
+        "since": since_day(report.since) or None,
+        "until": until_day(report.until) or None,
         "totals": report.totals.as_dict(),
         "by_topic": {t: r.as_dict() for t, r in report.by_topic.items()},
         "districts": [
@@ -289,7 +340,8 @@ CSV_COLUMNS: dict[str, str] = {
     "class_id": "class id (grade-class, e.g. 3-2); empty above class level",
     "class": "class name (三年级（2）班)",
     "topic": "the topic filter; empty = every topic",
-    "since": "the period's first day (YYYY-MM-DD); empty = all time",
+    "since": "the period's first day (YYYY-MM-DD); empty = from the start",
+    "until": "the period's last day, inclusive (YYYY-MM-DD); empty = up to now",
     "students": "active students",
     "started": "students who started at least one lesson (参学)",
     "started_pct": "参学率 %",
@@ -312,7 +364,6 @@ def _pct_cell(rates: Rates, count: int) -> object:
 
 
 def _row(level: str, district: str, school: str, name: str, cid: str, r: Rates, rep: LessonReport) -> list[object]:
-    since = clock.local(rep.since).date().isoformat() if rep.since else ""
     return [
         level,
         district,
@@ -321,7 +372,8 @@ def _row(level: str, district: str, school: str, name: str, cid: str, r: Rates, 
         cid,
         class_label(cid) if cid else "",
         rep.topic,
-        since,
+        since_day(rep.since),
+        until_day(rep.until),
         r.students,
         r.started,
         _pct_cell(r, r.started),
@@ -368,9 +420,18 @@ def _table_row(label: str, r: Rates) -> list[str]:
     return [label, str(r.students), _fmt(r, r.started), _fmt(r, r.finished), _fmt(r, r.passed)]
 
 
+def period_text(report: LessonReport) -> str:
+    first, last = since_day(report.since), until_day(report.until)
+    if first and last:
+        return f"{first} to {last}"
+    if first:
+        return f"since {first}"
+    return f"until {last}" if last else "all time"
+
+
 def render_table(report: LessonReport, *, per_class: bool = True) -> str:
     scope = f"topic {report.topic} {TOPICS[report.topic]}" if report.topic else "every topic"
-    period = f"since {clock.local(report.since).date().isoformat()}" if report.since else "all time"
+    period = period_text(report)
     lines = [f"安全课堂 lessons · {scope} · {period}", ""]
     header = ["scope", "students", "参学 started", "参考 quiz taken", "合格 passed"]
     rows: list[list[str]] = []
