@@ -74,8 +74,20 @@ async def test_the_preview_shows_the_card_and_the_parents_page_before_anything_i
     assert status == 200
     assert "微信卡片" in page and "请点开查看并确认" in page  # the card's action, as the worker sends it
     assert 'sandbox=""' in page and "srcdoc=" in page and "我已阅读并确认" in page  # the H5 page, escaped in srcdoc
-    assert "名单上约 2 名学生" in page
+    assert "1 个班级，2 名学生" in page and "将发给 <b>4</b> 位家长，共 4 张卡片" in page and "额度不足" not in page
     assert await world.redis.zcard(keys.notices_by_time()) == 0
+
+
+async def test_the_preview_shows_the_reach_against_the_template_quota_left_today(world: World) -> None:
+    world.config.wechat.template_quota = 3  # 4 guardians of 3-2: one card waits for the next day
+    b = await world.login("teacher32")
+    status, page, _ = await b.post("/console/notices/preview", {**FORM, "title": "雨天路滑", "csrf": await b.csrf()})
+    assert status == 200 and "将发给 <b>4</b> 位家长，共 4 张卡片" in page
+    # 今日, or 明日 when quiet hours hold the cards past midnight: the test runs at any hour
+    assert re.search(r"[今明]日模板消息额度还剩 3/3 条", page)
+    assert 'role="alert">今日模板消息额度不足：今天发送3条，其余顺延：' in page and "日 1条" in page
+    assert "的 4 位家长吗" in page  # the send button's confirmation names the reach too
+    assert await world.redis.zcard(keys.notices_by_time()) == 0  # a preview plans nothing
 
 
 async def test_card_fields_over_twenty_characters_are_refused_in_plain_chinese(world: World) -> None:

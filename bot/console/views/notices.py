@@ -40,7 +40,6 @@ from bot.notices.service import REASONS
 from bot.roster.authz import NoticeObj, Scope, can
 from bot.roster.chat import directory
 from bot.roster.model import class_label, grade_label
-from bot.store import keys
 from bot.web import pages
 
 FIELD_LABELS = {"title": "标题", "sender": "发送方", "body": "正文", "audience": "发送对象", "mode": "确认方式",
@@ -248,14 +247,15 @@ def _when(ts: float) -> str:
     return f"{t.month}月{t.day}日 {t:%H:%M}"
 
 
-async def _students(c: Console, draft: Draft) -> tuple[int, int]:
-    """(classes, students on the roster) the audience covers now: an estimate before sending."""
-    classes = await c.notices.resolve(draft.audience)
-    async with c.redis.pipeline(transaction=False) as pipe:
-        for school, cid in classes:
-            pipe.hlen(keys.class_students(school, cid))
-        counts = await pipe.execute()
-    return len(classes), sum(int(n) for n in counts)
+def _quota_day(c: Console, draft: Draft, now: float) -> str:
+    """The day whose template quota the first cards use, as the sender reads it: 今日 or 明日.
+
+    A notice that is not urgent, planned in quiet hours, goes out when they end (maybe tomorrow)."""
+    delivery = c.config.delivery
+    first = now
+    if not draft.urgent and clock.in_window(now, delivery.quiet_start, delivery.quiet_end):
+        first = clock.next_at(now, delivery.quiet_end)
+    return "今日" if clock.day_key(first) == clock.day_key(now) else "明日"
 
 
 async def preview_notice(request: web.Request, viewer: Viewer) -> web.StreamResponse:
@@ -265,13 +265,16 @@ async def preview_notice(request: web.Request, viewer: Viewer) -> web.StreamResp
     if draft is None:
         return await _form_page(c, viewer, values, errors=errors, status=422)
     values["key"] = values["key"] or secrets.token_urlsafe(12)
-    classes, students = await _students(c, draft)
+    now = clock.now()
+    # whom it reaches and how its cards fit the template quota, as the chat preview and the API show it
+    plan = await c.notices.estimate(draft.audience, urgent=draft.urgent, now=now)
     if not draft.deadline:  # as the service will set it (notices.default_deadline_hours)
         draft = replace(draft, deadline=clock.now() + c.config.notices.default_deadline_hours * 3600)
     return c.page(
         viewer, "notice_preview.html", nav="notices", title="预览通知", values=values, draft=draft,
-        card=card_values(c, draft), h5=h5_preview(draft), classes=classes, students=students,
-        modes=MODE_LABELS, audience=_audience_text(draft, (await directory(c.roster)).names),
+        card=card_values(c, draft), h5=h5_preview(draft), plan=plan, quota=c.config.wechat.template_quota,
+        quota_day=_quota_day(c, draft, now), modes=MODE_LABELS,
+        audience=_audience_text(draft, (await directory(c.roster)).names),
     )  # fmt: skip
 
 
