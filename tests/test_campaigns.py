@@ -76,6 +76,7 @@ def test_errors_name_the_file_and_the_key(catalog: Catalog) -> None:
     cases = [
         ({**good, "what": {"template": "fire-month", "lesson": "drowing"}}, "f.toml: what.lesson: unknown lesson"),
         ({**good, "when": {"before": "hollday"}}, "f.toml: when.before: unknown event"),
+        ({**good, "when": {"before": "holiday", "on_weekday": "fr"}}, "f.toml: when.on_weekday: expected a weekday"),
         ({**good, "who": {"regions": ["mars"]}}, "f.toml: who.regions: unknown region 'mars'"),
         ({**good, "who": {"region_groups": ["x"]}}, "f.toml: who.region_groups: unknown group"),
         ({**good, "what": {"template": "nope"}}, "f.toml: what.template: no template templates/campaigns/nope.toml"),

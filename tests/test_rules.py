@@ -156,6 +156,50 @@ def test_before_a_named_holiday(calendar: Calendar) -> None:
     assert days(calendar, rule, "2025-01-01", "2025-12-31", region="shanghai") == [D("2025-09-29")]
 
 
+FRIDAY_BEFORE_HOLIDAYS = {"before": "holiday", "on_weekday": "fri", "at": "16:00"}
+
+
+def test_the_friday_before_each_public_holiday_at_16_00(calendar: Calendar) -> None:
+    fires = when(FRIDAY_BEFORE_HOLIDAYS).firings(calendar, D("2026-01-01"), D("2026-12-31"), "beijing")
+    assert [f.date() for f in fires] == [
+        D("2026-02-13"),  # 春节 from Sunday 2/15: the Friday two days before
+        D("2026-04-03"),  # 清明 from Saturday 4/4: the Friday just before
+        D("2026-04-24"),  # 劳动节 from Friday 5/1: strictly before, so the Friday a week earlier
+        D("2026-06-12"),  # 端午 from Friday 6/19: likewise
+        D("2026-09-18"),  # 中秋 from Friday 9/25
+        D("2026-09-25"),  # 国庆 from Thursday 10/1: that Friday is 中秋 itself (see below)
+        D("2026-12-25"),  # 元旦 2027 from Friday 1/1
+    ]
+    assert all(f.weekday() == 4 and (f.hour, f.minute) == (16, 0) for f in fires)
+    # One holiday by name; moved to the last school day when the Friday is itself a day off.
+    national_day = {**FRIDAY_BEFORE_HOLIDAYS, "name": "国庆", "if_not_school_day": "previous"}
+    assert days(calendar, national_day, "2026-01-01", "2026-12-31") == [D("2026-09-24")]
+
+
+def test_the_friday_before_each_public_holiday_in_2027_uses_computed_dates(calendar: Calendar) -> None:
+    assert days(calendar, {**FRIDAY_BEFORE_HOLIDAYS, "from": "04-01", "to": "09-30"}, "2027-01-01", "2027-12-31") == [
+        D("2027-04-02"),  # 清明 from Saturday 4/3
+        D("2027-04-30"),  # 劳动节 from Saturday 5/1
+        D("2027-06-04"),  # computed 端午 (Wednesday 6/9): its days off from Saturday 6/5
+        D("2027-09-10"),  # computed 中秋 (Wednesday 9/15): from Saturday 9/11
+        D("2027-09-24"),  # 国庆 from Friday 10/1: the Friday a week earlier
+    ]
+
+
+def test_a_weekday_on_or_after_an_event(calendar: Calendar) -> None:
+    # on: the first Friday of 消防宣传月 (November); after: the first Monday after a holiday.
+    assert days(calendar, {"on": "fire_month", "on_weekday": "fri"}, "2026-01-01", "2027-12-31") == [
+        D("2026-11-06"),
+        D("2027-11-05"),
+    ]
+    assert when({"on": "fire_month", "on_weekday": "Friday"}) == when({"on": "fire_month", "on_weekday": "fri"})
+    assert days(calendar, {"on": "traffic_safety_day", "on_weekday": "wed"}, "2026-01-01", "2026-12-31") == [
+        D("2026-12-02")  # 12.2 is a Wednesday: that very day
+    ]
+    after = {"after": "holiday", "name": "国庆", "on_weekday": "mon"}
+    assert days(calendar, after, "2026-01-01", "2026-12-31") == [D("2026-10-12")]  # 国庆 ends Wednesday 10/7
+
+
 @pytest.mark.parametrize(
     ("region", "year", "expected"),
     [
@@ -287,6 +331,12 @@ def test_empty_range_and_unknown_region(calendar: Calendar) -> None:
         ([], "schedules/test.toml: when: give at least one rule"),
         ([{"on": "fire_day"}, {"on": "fire_day", "from": "xx"}], "schedules/test.toml: when[1].from"),
         ("fire_day", "schedules/test.toml: when: expected a table or a list of tables"),
+        ({"before": "holiday", "on_weekday": "fr"}, "schedules/test.toml: when.on_weekday: expected a weekday"),
+        ({"before": "holiday", "on_weekday": 5}, "schedules/test.toml: when.on_weekday: expected a weekday"),
+        ({"before": "holiday", "on_weekday": "fri", "days": 2}, "schedules/test.toml: when.days: not allowed with"),
+        ({"before": "weekend", "on_weekday": "fri"}, 'schedules/test.toml: when.on_weekday: not with before = "week'),
+        ({"date": "11-09", "on_weekday": "fri"}, "schedules/test.toml: when.on_weekday: not allowed with date"),
+        ({"cron": "0 9 * * 5", "on_weekday": "fri"}, "schedules/test.toml: when.on_weekday: not allowed with cron"),
     ],
 )
 def test_rule_errors_name_the_file_and_key(table: Any, message: str) -> None:

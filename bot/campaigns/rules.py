@@ -3,9 +3,10 @@
 A rule is one TOML table (the grammar, with examples, is in ``schedules/calendar/README.md``): an
 anchor (``cron``, ``date``, ``weekday``+``nth``+``month``, or ``on`` / ``before`` / ``after`` a calendar
 event such as ``holiday``, ``summer_break`` or ``weekend``), an offset in calendar days, school days or
-workdays, a time of day, a date window, excluded months and what to do when the date is not a school
-day. A campaign's ``when`` is one rule or a list of them; :meth:`When.firings` gives the concrete
-times (Asia/Shanghai) in a date range for a region and, optionally, a school.
+workdays (or, from an event, a weekday: ``on_weekday = "fri"`` is the Friday before it), a time of day,
+a date window, excluded months and what to do when the date is not a school day. A campaign's
+``when`` is one rule or a list of them; :meth:`When.firings` gives the concrete times (Asia/Shanghai)
+in a date range for a region and, optionally, a school.
 
 At most one firing per campaign per day: two rules that land on the same day fire once, at the
 earlier time. Results are cached per (rule, region, year) and shared by every school of the region;
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.campaigns.calendar import EVENT_KINDS, Calendar, OutsideTerms, nth_weekday
+from bot.campaigns.calendar import EVENT_KINDS, Calendar, Event, OutsideTerms, nth_weekday
 
 TIMEZONE: Final = "Asia/Shanghai"
 ONE_DAY: Final = timedelta(days=1)
@@ -40,6 +41,7 @@ MonthDay = tuple[int, int]
 ANCHOR_KEYS: Final = ("cron", "date", "weekday", "on", "before", "after")
 OFFSET_KEYS: Final = ("days", "school_days", "workdays")
 COMMON_KEYS: Final = ("at", "from", "to", "window_on", "exclude_months", "if_not_school_day")
+EVENT_KEYS: Final = ("name", "on_weekday")  # with on / before / after only
 DEFAULT_AT: Final = time(9, 0)
 # Offsets are kept small so that a year's events can only fire within a few months of that year.
 MAX_OFFSET: Final[Mapping[str, int]] = {"days": 90, "school_days": 30, "workdays": 30}
@@ -121,6 +123,9 @@ class EventAnchor:
     mode: Mode
     event: str  # an event kind of the calendar, or "weekend"
     name: str | None = None  # only events whose name (or one of its 、-joined parts) is this
+    # on_weekday: the first such weekday on/after the event's first day (on), the last one strictly
+    # before its first day (before), the first one strictly after its last day (after); 0 = Monday.
+    weekday: int | None = None
 
 
 Anchor = Cron | OnDate | NthWeekday | EventAnchor
@@ -159,6 +164,11 @@ class Rule:
             else:
                 late += _distance(offset)
         if isinstance(anchor, EventAnchor):
+            if anchor.weekday is not None:
+                if anchor.mode == "before":
+                    early += 7
+                else:
+                    late += 7
             if anchor.event == "weekend":
                 early += _BREAK_SLACK
             if anchor.mode == "after":
@@ -307,6 +317,9 @@ def _candidates(
     for event in calendar.occurrences(anchor.event, year, region):
         if anchor.name is not None and anchor.name != event.name and anchor.name not in event.name.split("、"):
             continue
+        if anchor.weekday is not None:
+            yield event.start, _weekday_from(event, anchor.mode, anchor.weekday), rule.at
+            continue
         if anchor.mode == "after":
             fire_day = _shift(calendar, event.end, offset, 1, region, school)
         else:
@@ -356,6 +369,17 @@ def _weekend_candidates(
             fire_day = _shift(calendar, last_off, offset, 1, region, school)
         if fire_day is not None:
             yield run_start, fire_day, rule.at
+
+
+def _weekday_from(event: Event, mode: Mode, weekday: int) -> date:
+    """The weekday of an ``on_weekday`` rule: on or after the event's first day (``on``), strictly
+    before its first day (``before``: a holiday from Saturday gives the Friday just before it, one from
+    Friday the Friday a week earlier) or strictly after its last day (``after``)."""
+    if mode == "before":
+        return event.start - timedelta(days=(event.start.weekday() - weekday - 1) % 7 + 1)
+    if mode == "after":
+        return event.end + timedelta(days=(weekday - event.end.weekday() - 1) % 7 + 1)
+    return event.start + timedelta(days=(weekday - event.start.weekday()) % 7)
 
 
 def _month_day(year: int, month: int, day: int) -> date | None:
@@ -447,16 +471,24 @@ def parse_rule(table: object, *, where: str, events: Collection[str] | None = No
     elif kind == "weekday":
         allowed |= {"nth", "month"}
     elif kind in ("on", "before", "after"):
-        allowed.add("name")
-    every_key = {*ANCHOR_KEYS, *OFFSET_KEYS, *COMMON_KEYS, "nth", "month", "name"}
+        allowed.update(EVENT_KEYS)
+        if "on_weekday" in rule:
+            allowed -= set(OFFSET_KEYS)  # the weekday is the offset
+    every_key = {*ANCHOR_KEYS, *OFFSET_KEYS, *COMMON_KEYS, *EVENT_KEYS, "nth", "month"}
     for key in rule:
         if key not in every_key:
             raise RuleError(f"{where}.{key}: unknown key (known: {', '.join(sorted(every_key))})")
         if key not in allowed:
+            if key in OFFSET_KEYS and kind in ("on", "before", "after"):
+                raise RuleError(
+                    f"{where}.{key}: not allowed with on_weekday (the rule fires on that weekday itself; "
+                    "if_not_school_day moves it off a day without school)"
+                )
             raise RuleError(f"{where}.{key}: not allowed with {kind} (allowed: {', '.join(sorted(allowed))})")
 
     anchor = _parse_anchor(kind, rule, where, events)
-    offset = _parse_offset(rule, where, counting=kind in ("before", "after"))
+    on_weekday = isinstance(anchor, EventAnchor) and anchor.weekday is not None
+    offset = None if on_weekday else _parse_offset(rule, where, counting=kind in ("before", "after"))
     at = _parse_time(rule["at"], f"{where}.at") if "at" in rule else DEFAULT_AT
     window = None
     if "from" in rule or "to" in rule:
@@ -510,7 +542,15 @@ def _parse_anchor(kind: str, rule: Mapping[str, object], where: str, events: Col
         if not isinstance(raw, str) or not raw.strip():
             raise RuleError(f"{where}.name: expected an event name such as 春节, got {_show(raw)}")
         name = HOLIDAY_ALIASES.get(raw.strip(), raw.strip())
-    return EventAnchor(cast(Mode, kind), value, name)
+    on_weekday: int | None = None
+    if "on_weekday" in rule:
+        on_weekday = _parse_weekday(rule["on_weekday"], f"{where}.on_weekday")
+        if value == "weekend":
+            raise RuleError(
+                f'{where}.on_weekday: not with {kind} = "weekend" (for a weekday every week use cron, '
+                'e.g. "0 16 * * 5")'
+            )
+    return EventAnchor(cast(Mode, kind), value, name, on_weekday)
 
 
 def _parse_offset(rule: Mapping[str, object], where: str, *, counting: bool) -> Offset | None:
