@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
+from datetime import date, timedelta
 
+import pytest
 from test_console_world import SCHOOL, World, world
 
+from bot import clock
 from bot.campaigns.alerts import AlertService, parse_alert
+from bot.campaigns.calendar import Calendar
 from bot.campaigns.store import CampaignStore
 from bot.console.audit import AuditFilter
+from bot.console.views.campaigns import CALENDAR_DAYS, calendar_notes
+from bot.paths import ROOT
 from bot.roster.model import School
 
 __all__ = ["world"]
@@ -25,6 +31,29 @@ async def test_the_calendar_shows_what_goes_out_in_the_next_60_days(world: World
     assert page.count('class="cal-row"') >= 9  # 60 days: 9 or 10 weeks
     status, page, _ = await b.get(f"/console/campaigns/calendar?school={SCHOOL}")
     assert status == 200 and "平安路小学" in page
+
+
+def test_calendar_notes_say_in_chinese_that_holidays_are_computed_and_which_schools_have_no_calendar() -> None:
+    cal = Calendar.load(ROOT)
+    if cal.is_official(2027):  # pragma: no cover - once chinesecalendar or overrides.toml carry 2027
+        pytest.skip("2027 has official holiday data now; this test needs a computed year")
+    schools = {"a": School("a", "平安路小学", "d1", "demo"), "m": School("m", "火星小学", "d1", "mars")}
+    notes = calendar_notes(cal, date(2026, 12, 5), date(2027, 2, 3), schools)
+    assert notes == [
+        "2027年的放假安排国家还没有公布，日历里的节假日是推算的，公布后提醒日期可能会有调整。",
+        "火星小学所在的地区还没有校历，暂时收不到季节性安全提醒，请联系系统管理员添加。",
+    ]
+    assert calendar_notes(cal, date(2026, 3, 1), date(2026, 4, 30), {"a": schools["a"]}) == []
+
+
+async def test_the_calendar_page_warns_in_chinese_about_computed_holidays(world: World) -> None:
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/campaigns/calendar")
+    assert status == 200 and "not published" not in page and "overrides.toml" not in page
+    today = clock.local(clock.now()).date()
+    for year in Calendar.load(ROOT).unofficial_years(range(today.year, today.year + 2)):
+        if date(year, 1, 1) <= today + timedelta(days=CALENDAR_DAYS):
+            assert f"{year}年的放假安排国家还没有公布" in page
 
 
 async def test_a_school_admin_switches_a_campaign_off_for_their_school_only(world: World) -> None:

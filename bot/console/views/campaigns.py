@@ -11,7 +11,7 @@ school administrator on their school (``authz.can(subject, "manage", …)``).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from bot.roster.authz import DistrictObj, SchoolObj, Subject, can
 from bot.roster.model import School, grade_label
 
 if TYPE_CHECKING:
+    from bot.campaigns.calendar import Calendar
     from bot.campaigns.model import Campaign
     from bot.campaigns.runner import CampaignRunner
 
@@ -168,6 +169,24 @@ async def switch(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 
 
 # -- the calendar -------------------------------------------------------------------------------------------
+def calendar_notes(cal: Calendar, start: date, end: date, schools: Mapping[str, School]) -> list[str]:
+    """What the calendar page should warn about, in the console's words.
+
+    The runner logs the same in English for operators, with the fix (``CampaignRunner.warnings``); an
+    administrator reading the console cannot apply it, so they are told what it means for them.
+    """
+    notes = [
+        f"{year}年的放假安排国家还没有公布，日历里的节假日是推算的，公布后提醒日期可能会有调整。"
+        for year in cal.unofficial_years(range(start.year, end.year + 1))
+    ]
+    known = {r.id for r in cal.regions()}
+    missing = sorted(s.name for s in schools.values() if s.region not in known)
+    if missing:
+        names = "、".join(missing[:3]) + ("等" if len(missing) > 3 else "")
+        notes.append(f"{names}所在的地区还没有校历，暂时收不到季节性安全提醒，请联系系统管理员添加。")
+    return notes
+
+
 async def calendar(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     c = request.config_dict[CONSOLE]
     if _runner(c) is None:
@@ -187,6 +206,7 @@ async def calendar(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     first = start - timedelta(days=start.weekday())
     last = preview.end.date()
     cal = runner.catalog.calendar
+    shown = {scoped.school.id: scoped.school} if scoped.school else scoped.schools
     weeks = []
     day = first
     while day <= last:
@@ -201,7 +221,7 @@ async def calendar(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     return c.page(
         viewer, "campaign_calendar.html", nav="campaigns", title="活动日历", weeks=weeks, entries=entries,
         weekdays=WEEKDAYS, scoped=scoped, schools=await schools_in_scope(c, viewer), only=only,
-        warnings=preview.warnings, days=CALENDAR_DAYS, modes=MODE_LABELS,
+        warnings=calendar_notes(cal, start, last, shown), days=CALENDAR_DAYS, modes=MODE_LABELS,
     )  # fmt: skip
 
 
