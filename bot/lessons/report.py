@@ -277,14 +277,23 @@ async def build_report(
         s_rates = SchoolRates(school_id, info.name, info.district)
         for cid in class_ids:
             c_rates = ClassRates(school_id, cid)
+            idle = 0  # students with no lesson at all (most of a city): counted in bulk below
             for sid, student in sorted(members[cid].items(), key=lambda kv: kv[1].name):
-                mine = results.get(sid, {})
+                mine = results.get(sid)
+                if not mine:
+                    idle += 1
+                    if names:
+                        c_rates.not_started.append(student.name)
+                    continue
                 state = status(mine, topic, since, until)
                 _count(c_rates.rates, state)
                 if names and not state[0]:
                     c_rates.not_started.append(student.name)
                 for t, rates in by_topic.items():
                     _count(rates, status(mine, t, since, until))
+            c_rates.rates.students += idle
+            for rates in by_topic.values():
+                rates.students += idle
             s_rates.classes.append(c_rates)
             s_rates.rates.add(c_rates.rates)
         d_rates = by_district.setdefault(info.district, DistrictRates(info.district))
