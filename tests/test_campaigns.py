@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -175,6 +176,77 @@ def test_schools_of_one_district_firing_together_make_one_notice(catalog: Catalo
     drowning = [f for f in year_firings(catalog, 2026) if f.campaign.id == "drowning" and f.district == "d1"]
     assert drowning and all(f.schools == ("a", "b") for f in drowning)
     assert drowning[0].id == "drowning:2026-05-09:d1"
+
+
+# -- one card a day: yields_to ----------------------------------------------------------------------------------
+def cards_by_school_and_day(firings: Iterator[Firing] | list[Firing]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for f in firings:
+        for school in f.schools:
+            out.setdefault((school, f"{f.at:%Y-%m-%d}"), set()).add(f.campaign.id)
+    return out
+
+
+def test_a_campaign_gives_way_on_a_day_a_card_that_says_it_too_reaches_the_school(catalog: Catalog) -> None:
+    cards = cards_by_school_and_day(year_firings(catalog, 2026, 2027))
+    for (school, day), ids in cards.items():
+        for cid in ids:
+            assert not ids & set(catalog.builtin[cid].yields_to), (school, day, ids)
+    assert cards[("a", "2026-09-30")] == {"holiday-safety"}  # the 国庆 eve: the letter carries the 六不
+    assert cards[("bj", "2026-07-03")] == {"summer-letter"}  # Beijing's last Friday of term
+    assert cards[("a", "2027-05-12")] == {"disaster-reduction"}  # the second Wednesday of May 2027
+    assert cards[("a", "2027-07-16")] == {"flood-peak"}  # a Friday: flood-prone regions get one card ...
+    assert cards[("sh", "2027-07-16")] == {"drowning"}  # ... Shanghai is not flood-prone: the weekly one
+    # The monthly theme still comes every month it has a day to itself, and every month has a campaign.
+    assert {d[:7] for (s, d), ids in cards.items() if s == "a" and "monthly-theme" in ids} >= {
+        f"2026-{m:02d}" for m in range(1, 13)
+    }
+    # A plan of one campaign leaves out the same days (the preview of one campaign, the console's list).
+    alone = plan_firings(catalog, [catalog.builtin["drowning"]], SCHOOLS, Switches({}), date(2026, 9, 30),
+                         date(2026, 9, 30))  # fmt: skip
+    assert alone == []
+
+
+def test_a_campaign_does_not_give_way_where_the_other_is_switched_off(catalog: Catalog) -> None:
+    day = date(2026, 9, 30)
+    drowning = catalog.builtin["drowning"]
+    off_for_b = Switches({"holiday-safety|s:b": "0"})
+    reached = {s for f in plan_firings(catalog, [drowning], SCHOOLS, off_for_b, day, day) for s in f.schools}
+    assert reached == {"b"}
+
+
+def test_a_campaign_gives_way_only_to_one_that_reaches_all_its_grades(catalog: Catalog) -> None:
+    doc = {"id": "young", "name": "低年级", "when": {"date": "10-20"}, "what": {"template": "fire-month"},
+           "who": {"grades": [1, 2, 3]}}  # fmt: skip
+    young = catalog.parse(doc, "schedules/young.toml", source="builtin")
+    copy = replace(catalog, builtin={**catalog.builtin, "young": young})  # a built-in for some grades only
+    everyone = copy.parse({**young.raw, "id": "everyone", "who": "everyone", "yields_to": ["young"]}, "custom x")
+    first_grade = copy.parse({**young.raw, "id": "first", "who": {"grades": [1]}, "yields_to": ["young"]}, "custom y")
+    day = date(2026, 10, 20)
+    fired = {f.campaign.id for f in plan_firings(copy, [young, everyone, first_grade], SCHOOLS, Switches({}), day, day)}
+    assert fired == {"young", "everyone"}  # grades 4-6 would miss "everyone"'s card; grade 1 gets young's
+
+
+def test_yields_to_errors_name_the_file_and_the_key(catalog: Catalog, tmp_path: Path) -> None:
+    good = {"id": "x", "name": "试一试", "when": {"on": "fire_day"}, "what": {"template": "fire-month"}}
+    cases = [
+        ({**good, "yields_to": ["drowing"]}, "f.toml: yields_to[0]: unknown campaign 'drowing'"),
+        ({**good, "yields_to": ["alert-rainstorm"]}, "f.toml: yields_to[0]: 'alert-rainstorm' fires on warnings only"),
+        ({**good, "yields_to": ["drowning", "x"]}, "f.toml: yields_to[1]: a campaign cannot yield to itself"),
+        ({**good, "yields_to": "drowning"}, "f.toml: yields_to: expected a list of strings"),
+    ]
+    for doc, expected in cases:
+        with pytest.raises(CampaignError) as info:
+            catalog.parse(doc, "f.toml")
+        assert str(info.value).startswith(expected), str(info.value)
+    (tmp_path / "templates").symlink_to(ROOT / "templates")
+    (tmp_path / "schedules").mkdir()
+    (tmp_path / "schedules" / "calendar").symlink_to(ROOT / "schedules" / "calendar")
+    for me, other in (("a", "b"), ("b", "a")):
+        text = f'id = "{me}"\nname = "x"\nyields_to = ["{other}"]\nwhen = {{ on = "fire_day" }}\n'
+        (tmp_path / "schedules" / f"{me}.toml").write_text(text + 'what = { template = "fire-month" }\n')
+    with pytest.raises(CampaignError, match=r"schedules/a.toml: yields_to: yields in a circle: a -> b -> a"):
+        Catalog.load(tmp_path)
 
 
 # -- templates --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ ALERTS_FILE: Final = "alerts.toml"
 REGIONS_FILE: Final = "regions.toml"
 RESERVED_FILES: Final = frozenset({ALERTS_FILE, REGIONS_FILE})
 
-CAMPAIGN_KEYS: Final = frozenset({"id", "name", "description", "enabled", "when", "who", "what"})
+CAMPAIGN_KEYS: Final = frozenset({"id", "name", "description", "enabled", "when", "who", "what", "yields_to"})
 WHO_KEYS: Final = frozenset({"everyone", "regions", "region_groups", "districts", "schools", "grades", "opt_out"})
 OPT_OUT_KEYS: Final = frozenset({"schools", "regions"})
 WHAT_KEYS: Final = frozenset(
@@ -102,6 +102,42 @@ def _number(value: object, where: str, low: float, high: float) -> float:
     return float(value)
 
 
+def _parse_yields(value: object, where: str, cid: str) -> tuple[str, ...]:
+    ids = _strings(value, where)
+    for i, other in enumerate(ids):
+        if other == cid:
+            raise CampaignError(f"{where}[{i}]", "a campaign cannot yield to itself")
+    return tuple(dict.fromkeys(ids))
+
+
+def _check_yields(campaign: Campaign, builtin: Mapping[str, Campaign]) -> None:
+    """``yields_to`` names scheduled built-in campaigns (the planner looks them up in the catalog),
+    and built-in campaigns do not yield to each other in a circle."""
+    where = f"{campaign.where}: yields_to"
+    for i, other in enumerate(campaign.yields_to):
+        found = builtin.get(other)
+        if found is None:
+            known = ", ".join(sorted(c for c, x in builtin.items() if x.when is not None))
+            raise CampaignError(f"{where}[{i}]", f"unknown campaign {other!r}: one of schedules/ ({known})")
+        if found.when is None:
+            raise CampaignError(f"{where}[{i}]", f"{other!r} fires on warnings only: it has no day to yield to")
+    path = [campaign.id]
+    todo = [(campaign.id, iter(campaign.yields_to))]
+    while todo:  # depth first through yields_to, looking for the way back
+        _, pending = todo[-1]
+        nxt = next(pending, None)
+        if nxt is None:
+            todo.pop()
+            path.pop()
+            continue
+        if nxt in path:
+            raise CampaignError(where, f"yields in a circle: {' -> '.join([*path[path.index(nxt) :], nxt])}")
+        found = builtin.get(nxt)
+        if found is not None:
+            path.append(nxt)
+            todo.append((nxt, iter(found.yields_to)))
+
+
 # -- the catalog --------------------------------------------------------------------------------------
 @dataclass
 class Catalog:
@@ -135,6 +171,8 @@ class Catalog:
             if campaign.id != path.stem:
                 raise CampaignError(f"{shown}: id", f"{campaign.id!r} must match the file name ({path.stem})")
             catalog.builtin[campaign.id] = campaign
+        for campaign in catalog.builtin.values():  # now that every id is known
+            _check_yields(campaign, catalog.builtin)
         catalog.alerts = _parse_alerts(_read(folder, ALERTS_FILE, required=False), catalog.builtin)
         return catalog
 
@@ -167,10 +205,14 @@ class Catalog:
                 raise CampaignError("", str(exc)) from None
         who = self._parse_who(doc.get("who", "everyone"), _at(head, "who"))
         what = self._parse_what(doc["what"], _at(head, "what"))
+        yields_to = _parse_yields(doc.get("yields_to", []), _at(head, "yields_to"), cid)
         raw = jsonable(doc)
         campaign = Campaign(
-            cid, name, when, who, what, enabled, source, where, description, owner_district, owner_school, raw
-        )
+            cid, name, when, who, what, enabled, source, where, description, owner_district, owner_school, raw,
+            yields_to=yields_to,
+        )  # fmt: skip
+        if source != "builtin":  # built-in files are checked once all of them are loaded
+            _check_yields(campaign, self.builtin)
         self.check_renders(campaign)
         return campaign
 

@@ -54,6 +54,10 @@ class Who:
     def opted_out(self, school: School) -> bool:
         return school.id in self.opt_out_schools or school.region in self.opt_out_regions
 
+    def includes_grades_of(self, other: Who) -> bool:
+        """Whether every grade ``other`` addresses is one of ours (all grades, when ours are not narrowed)."""
+        return not self.grades or (bool(other.grades) and set(other.grades) <= set(self.grades))
+
 
 @dataclass(frozen=True, slots=True)
 class What:
@@ -88,6 +92,9 @@ class Campaign:
     owner_district: str = ""  # admin-made through the API: only ever reaches this district ...
     owner_school: str = ""  # ... or this school
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the document as written
+    # Built-in campaigns whose card already says what this one does: on a day one of them reaches a
+    # school (all the grades this one addresses), this one sends that school nothing.
+    yields_to: tuple[str, ...] = ()
 
     def covers(self, school: School) -> bool:
         """Whether the campaign's audience includes the school (before switches and opt-outs)."""

@@ -5,7 +5,10 @@ each campaign, each school it reaches (audience, opt-outs and switches) gets its
 the rules for its calendar region (computed once per region, or per school with days off of its own).
 Schools of one district that fire at the same moment become **one notice** (audience = those
 schools): a city's 1,300 schools make a few dozen notices per reminder, not 1,300. The firing id is
-``campaign:YYYY-MM-DD:district``; it is the notice's idempotency key as well.
+``campaign:YYYY-MM-DD:district``; it is the notice's idempotency key as well. A campaign that
+``yields_to`` others sends a school nothing on a day one of them reaches it (their card already says
+it: the drowning reminder on the eve of 国庆, which the holiday letter covers); the built-in campaigns
+it yields to are looked up in the catalog, so a plan of a few campaigns leaves out the same days.
 
 **Firing** (:meth:`CampaignRunner.tick`, run every minute by ``bot scheduler``, with an explicit
 ``now`` in tests): the firings due since the last tick are claimed in Redis (once, across any
@@ -70,6 +73,7 @@ def plan_firings(
     """Every firing of these campaigns on the days ``start``..``end`` (local dates), sorted by time."""
     calendar = catalog.calendar
     ordered = sorted(schools.values(), key=lambda s: s.id)
+    yields = _Yields(catalog, switches, start, end)
     bad_regions: set[str] = set()
     out: list[Firing] = []
     for campaign in campaigns:
@@ -92,7 +96,10 @@ def plan_firings(
                         problems.append(f"school {school.id}: {exc}")
                     continue
                 times[(school.region, own)] = found
+            taken = yields.taken(campaign, school) if campaign.yields_to else _NO_DAYS
             for at in found:
+                if taken and at.date() in taken:
+                    continue
                 buckets.setdefault((school.district, at.date()), {}).setdefault((at, school.region), []).append(
                     school.id
                 )
@@ -104,6 +111,50 @@ def plan_firings(
                 out.append(Firing(fid, campaign, at, district, region, tuple(ids)))
     out.sort(key=lambda f: (f.at, f.campaign.id, f.district, f.id))
     return out
+
+
+_NO_DAYS: Final[frozenset[date]] = frozenset()
+
+
+class _Yields:
+    """The days a school gets a card from the campaigns another one yields to (one plan's worth)."""
+
+    def __init__(self, catalog: Catalog, switches: Switches, start: date, end: date) -> None:
+        self.catalog, self.switches, self.start, self.end = catalog, switches, start, end
+        self._fires: dict[tuple[str, str, str | None], frozenset[date]] = {}  # per region, as the rules are
+        self._sends: dict[tuple[str, str], frozenset[date]] = {}
+        self._taken: dict[tuple[str, str], frozenset[date]] = {}
+
+    def taken(self, campaign: Campaign, school: School) -> frozenset[date]:
+        """Days on which a campaign ``campaign`` yields to reaches the school and all of its grades."""
+        key = (campaign.id, school.id)
+        found = self._taken.get(key)
+        if found is None:
+            days: set[date] = set()
+            for other_id in campaign.yields_to:
+                other = self.catalog.builtin.get(other_id)
+                if other is not None and other.who.includes_grades_of(campaign.who):
+                    days |= self.sends(other, school)
+            found = self._taken[key] = frozenset(days)
+        return found
+
+    def sends(self, campaign: Campaign, school: School) -> frozenset[date]:
+        """Days a built-in campaign sends the school a card (after its own yields)."""
+        key = (campaign.id, school.id)
+        found = self._sends.get(key)
+        if found is None:
+            found = _NO_DAYS
+            if campaign.when is not None and campaign.covers(school) and self.switches.is_on(campaign, school):
+                calendar = self.catalog.calendar
+                own = school.id if calendar.has_school_overrides(school.id) else None
+                region_key = (campaign.id, school.region, own)
+                fires = self._fires.get(region_key)
+                if fires is None:
+                    at = campaign.when.firings(calendar, self.start, self.end, school.region, own)
+                    fires = self._fires[region_key] = frozenset(a.date() for a in at)
+                found = fires - self.taken(campaign, school) if campaign.yields_to else fires
+            self._sends[key] = found
+        return found
 
 
 def audience(firing: Firing) -> tuple[Scope, ...]:
