@@ -66,6 +66,18 @@ def driven_clock(monkeypatch: pytest.MonkeyPatch) -> DrivenClock:
     return c
 
 
+async def away_from_midnight(driven_clock: DrivenClock, em: EmulatorClient, margin: float = 3600) -> None:
+    """Move both clocks an hour past midnight when midnight is less than ``margin`` away.
+
+    The test crosses midnight once, when it says so (step 3). A real midnight during the fan-outs
+    would start a new quota day on its own: the emulator would forget the sends counted against
+    ``daily_quota`` and our quota flag would be looked up under the wrong day."""
+    to_midnight = clock.next_midnight(clock.now()) - clock.now()
+    if to_midnight < margin:
+        driven_clock.offset += to_midnight + 3600
+        await em.advance_clock(to_midnight + 3600)
+
+
 async def until(
     check: Callable[[], Awaitable[object]],
     what: str,
@@ -98,6 +110,7 @@ async def fan_out_through_bursts(
     w.api_timeout, w.api_retries, w.api_backoff = 2.0, 2, 0.05
     config.worker.block_ms = 100
     await em.configure(auto_follow=True)
+    await away_from_midnight(driven_clock, em)
     notices = NoticeService(redis, config, RosterStore(redis))
     api = WeChatAPI(config.wechat, redis)
     cards = CardSender(config, redis, api, notices)
@@ -140,12 +153,14 @@ async def fan_out_through_bursts(
         # 2. a notice through the day's quota running out (45009): what is left waits for midnight
         used = int((await em.stats())["daily_used"])
         await em.configure(daily_quota=used + QUOTA_LEFT)
+        day = clock.now()  # the quota day: the clocks do not pass midnight before step 3 (away_from_midnight)
         second, _, _ = await notices.submit(district_draft(title="第二条：防溺水"), district_admin())
         nid = second.id
-        await until(lambda: redis.exists(keys.quota_exhausted(clock.day_key(clock.now()))), "45009 was seen")
+        await until(lambda: redis.exists(keys.quota_exhausted(clock.day_key(day))), "45009 was seen")
         await until(settled, "the worker held what was left", state=state)
         now = clock.now()
-        midnight = clock.next_midnight(now)
+        assert clock.day_key(now) == clock.day_key(day), "a real midnight passed during the fan-out"
+        midnight = clock.next_midnight(day)
         held = await redis.zrange(keys.outbox_held(), 0, -1, withscores=True)
         waiting = (await statuses())[QUEUED]
         assert held and all(score >= midnight for _, score in held)
