@@ -5,6 +5,10 @@ The scheduler is ``campaign_tick.py`` (one ``CampaignRunner.tick(now)`` in a pro
 the firing reaches the chosen point, then kills it (SIGKILL): after the claim, in the middle of
 planning the notice, after planning but before the firing is recorded. A scheduler restarted
 within the claim's lease does nothing; one restarted after it finishes the firing.
+
+On a busy machine the watcher may stop the tick later than aimed (or not before it finished).
+The run still proves what matters, one notice with every family planned once, and is checked
+in full; only the point it tested differs, which the figures and a warning report.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -96,16 +101,15 @@ async def test_a_scheduler_killed_around_a_firing_and_restarted_makes_one_notice
 
     # 1. the tick that fires it, frozen and killed at the chosen point
     proc = tick(cfg, due + 1, log)
-    seen = "none"
     deadline = time.monotonic() + 30
     while proc.poll() is None and time.monotonic() < deadline:
         seen = await stage_of(redis, firing.id)
         if STAGES.index(seen) >= STAGES.index(kill_at) if seen in STAGES else False:
             proc.send_signal(signal.SIGSTOP)
-            seen = await stage_of(redis, firing.id)  # where it really stopped
             break
         await asyncio.sleep(0.001)
     kill9(proc)
+    seen = await stage_of(redis, firing.id)  # where it really stopped (or "finished": it ran to its end)
 
     # 2. restarted within the claim's lease: nothing to do yet; 3. after it: the firing is finished
     for now in (due + 61, due + LEASE_SECONDS + 120):
@@ -123,11 +127,12 @@ async def test_a_scheduler_killed_around_a_firing_and_restarted_makes_one_notice
         f"{len(same_time)} firing(s), firing {record.get('status')}; families planned {planned}, with a card "
         f"queued {len(queued)}, queued twice {doubled}"
     )
-    if seen != kill_at:  # the watcher was late (a busy machine): this run tested another point
-        pytest.skip(f"the kill landed at {seen!r}, not at {kill_at!r}")
+    # whatever point the kill landed at: one notice, fired, every family planned and queued once
     assert notices == len(same_time) and all(notice_ids)
     assert record.get("status") == "fired" and record.get("notice") == notice_ids[0]
     assert planned > 0 and set(queued) == set(await redis.hkeys(keys.notice_records(notice_ids[0]))), (
         f"{planned - len(queued)} of {planned} families have no card queued"
     )
     assert doubled == 0
+    if seen != kill_at:  # the watcher was late (a busy machine): this run tested another point
+        warnings.warn(f"the kill aimed at {kill_at!r} landed at {seen!r}: that point was tested", stacklevel=1)
