@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import re
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ TEMPLATE = "tmpl-safety-notice"
 SEND = "/cgi-bin/message/template/send"
 NO_BOT = "http://127.0.0.1:9/wechat"  # nothing listens there: callbacks are dropped
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BACKOFF_LOG = re.compile(r"busy \(-1\), retrying in ([0-9.]+) s")
 
 
 @pytest.fixture
@@ -196,18 +198,24 @@ async def test_a_token_wechat_keeps_handing_back_is_replaced_by_one_force_refres
 
 # -- retries and typed errors ---------------------------------------------------------------------------
 async def test_system_busy_is_retried_with_backoff_then_succeeds(
-    config: Config, api: WeChatAPI, emulator: EmulatorHandle
+    config: Config, api: WeChatAPI, emulator: EmulatorHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
+    config.wechat.api_backoff = 0.04  # the backoff the client is configured with; it logs each wait it takes
     openid = (await emulator.client.create_followers(1))[0]
     await api.get_token()
     await emulator.client.inject_fault(SEND, errcode=-1, count=2)
     before = api_errors("-1")
-    started = time.perf_counter()
-    msgid = await api.send_template(openid, TEMPLATE, {"thing1": "防溺水"}, client_msg_id="n1:g1")
-    elapsed = time.perf_counter() - started
+    calls_before = (await emulator.client.stats())["calls"].get(SEND, 0)
+    with caplog.at_level(logging.INFO, logger="bot.wechat.client"):
+        msgid = await api.send_template(openid, TEMPLATE, {"thing1": "防溺水"}, client_msg_id="n1:g1")
     assert msgid > 0
-    assert elapsed >= 0.5 * config.wechat.api_backoff * (1 + 2)  # two backoffs, jitter >= 0.5x
-    assert api_errors("-1") - before == 2
+    assert api_errors("-1") - before == 2 and (await emulator.client.stats())["calls"][SEND] - calls_before == 3
+    # two waits, exponential with jitter: api_backoff × 2^attempt × 0.5–1.5 (logged to the millisecond)
+    waits = [float(m.group(1)) for r in caplog.records if (m := BACKOFF_LOG.search(r.getMessage()))]
+    assert len(waits) == 2, waits
+    for attempt, wait in enumerate(waits):
+        step = config.wechat.api_backoff * 2**attempt
+        assert 0.5 * step - 0.0005 <= wait <= 1.5 * step + 0.0005, (attempt, wait)
     assert await emulator.client.counts() == {openid: 1}
 
 

@@ -270,8 +270,9 @@ class WeChatAPI:
                 metrics.API_ERRORS.labels(code="transport").inc()
                 if attempt >= self._cfg.api_retries:
                     raise
-                log.warning("WeChat %s transport error (%s), retrying", path, exc)
-                await self._backoff(attempt)
+                delay = self._backoff_delay(attempt)
+                log.warning("WeChat %s transport error (%s), retrying in %.3f s", path, exc, delay)
+                await asyncio.sleep(delay)
                 attempt += 1
                 continue
             errcode = _errcode(data)
@@ -285,8 +286,9 @@ class WeChatAPI:
                 continue
             error = error_for(errcode, errmsg)
             if isinstance(error, BusyError) and attempt < self._cfg.api_retries:
-                log.info("WeChat %s busy (-1), retrying", path)
-                await self._backoff(attempt)
+                delay = self._backoff_delay(attempt)
+                log.info("WeChat %s busy (-1), retrying in %.3f s", path, delay)
+                await asyncio.sleep(delay)
                 attempt += 1
                 continue
             raise error
@@ -313,10 +315,12 @@ class WeChatAPI:
             raise WeChatTransportError(f"unexpected JSON from {path}")
         return data
 
-    async def _backoff(self, attempt: int) -> None:
-        # Exponential with jitter, so many clients hit by the same burst do not retry in step.
-        delay = self._cfg.api_backoff * (2**attempt) * (0.5 + self._rng.random())
-        await asyncio.sleep(delay)
+    def _backoff_delay(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt + 1``: ``api_backoff × 2^attempt`` times 0.5–1.5.
+
+        Exponential with jitter, so many clients hit by the same burst do not retry in step. The
+        callers log it, so an operator (and a test) sees what the client waited for."""
+        return self._cfg.api_backoff * (2.0**attempt) * (0.5 + self._rng.random())
 
     # -- messages -----------------------------------------------------------------------------
     async def send_template(
