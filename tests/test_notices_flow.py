@@ -212,6 +212,30 @@ async def test_a_familys_daily_cap_moves_extra_cards_to_the_next_day(world: Worl
     assert held and all(score > clock.now() for _, score in held)
 
 
+async def test_a_card_retried_after_busy_answers_counts_once_against_the_familys_cap(world: World) -> None:
+    """Only a card that goes out counts: -1 and 45011 answers (not sent) give the family's slot back,
+    and a resend after a lost answer (maybe sent) was counted on its first try, not again."""
+    world.config.delivery.family_daily_cap = 1
+    world.config.wechat.api_retries = 0  # the client's own retries of -1 are tested with the client
+    notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
+    g = world.parents["20260302"][0]
+    job = {"k": "cards", "n": notice.id, "u": "0", "r": "0", "to": g}
+    start = at_local(10)  # one day, whenever the test runs
+    cap = keys.family_cap(g, clock.day_key(start))
+    for minute, fault in enumerate(({"errcode": -1}, {"errcode": 45011}, {"http_status": 502})):
+        await world.em.inject_fault(SEND, **fault)
+        await world.cards.run(job, now=start + 60 * minute)
+        assert await world.cards_of(g) == [], fault
+    assert await world.redis.get(cap) == "1"  # the lost answer (502): that card may have gone out
+    assert (await world.notices.record(notice.id, g)).status == "p"  # type: ignore[union-attr]
+    await world.cards.run(job, now=start + 180)  # resent inside WeChat's window, not held until tomorrow
+    assert len(await world.cards_of(g)) == 1
+    assert (await world.notices.record(notice.id, g)).status == "s"  # type: ignore[union-attr]
+    assert await world.redis.get(cap) == "1"
+    tomorrow = clock.next_at(clock.next_midnight(start), world.config.delivery.quiet_end)  # where the cap holds
+    assert tomorrow not in [score for _, score in await world.redis.zrange(keys.outbox_held(), 0, -1, withscores=True)]
+
+
 async def test_the_daily_quota_spreads_a_large_notice_over_days_with_a_warning(world: World) -> None:
     world.config.wechat.template_quota = 2
     _, plan, _ = await world.notices.submit(world.draft(), ADMIN)

@@ -11,6 +11,11 @@ Exactly one card per guardian, even when a worker is killed at any point:
   window (10 minutes) lasts, so WeChat drops a duplicate; after it, mark it *uncertain* and never
   resend (a missing card is reported; a doubled one cannot be taken back);
 - any other status: already done, skip.
+
+The family's daily cap counts cards that go out: a slot is taken before the send (so two batches
+at once cannot both take the last one) and given back when WeChat's answer says the card was not
+sent (-1, 45011, 45009, 43004, a refusal). A resend of a card maybe sent took its slot on the
+first try and takes none again.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ return #due
 """
 
 REMINDER_ELIGIBLE = ("s", "d", "o")  # sent, delivered, opened: not confirmed, not failed
+NOT_SENT = (QUEUED, UNREACHABLE, FAILED)  # outcomes WeChat answered without sending (to retry, or never)
 
 
 def client_msg_id(notice_id: str, openid: str, round_: int) -> str:
@@ -132,8 +138,11 @@ class CardSender:
             return
 
         todo, first_try = await self._eligible(nid, openids, round_, now)
+        charged: set[str] = set()
         if not urgent and todo and d.family_daily_cap > 0:
-            todo, over = await self._apply_cap(todo, day, d.family_daily_cap)
+            kept, over = await self._apply_cap([o for o in todo if o not in first_try], day, d.family_daily_cap)
+            charged = set(kept)
+            todo = [o for o in todo if o in first_try or o in charged]
             tomorrow = clock.next_at(clock.next_midnight(now), d.quiet_end)
             await self.hold(fields, over, tomorrow)
         if not todo:
@@ -153,6 +162,8 @@ class CardSender:
                 pending.append(task)
             i += granted
         outcomes = list(await asyncio.gather(*pending))
+        # before the retries are held (in _record), so a retry finds its family's slot free again
+        await self._uncharge(day, [o.openid for o in outcomes if o.openid in charged and o.status in NOT_SENT])
         # A resend answered with an error we retry (-1, 45011, 45009…) tells nothing about the
         # first try, which may have reached the parent: it stays "sending", with its first time.
         outcomes = [replace(o, status="") if o.openid in first_try and o.status == QUEUED else o for o in outcomes]
@@ -216,6 +227,15 @@ class CardSender:
                     pipe.decr(keys.family_cap(o, day))
                 await pipe.execute()
         return keep, over
+
+    async def _uncharge(self, day: str, openids: list[str]) -> None:
+        """Give back the cap slots of cards WeChat did not send: only a card that goes out counts."""
+        if not openids:
+            return
+        async with self.r.pipeline(transaction=False) as pipe:
+            for o in openids:
+                pipe.decr(keys.family_cap(o, day))
+            await pipe.execute()
 
     async def _mark(
         self,
