@@ -55,7 +55,7 @@ test-cluster: $(STAMP)
 	$(BIN)/python -m tests.cluster stop $$dir; exit $$rc
 
 # The benchmarks (`bot bench --list`; `bot bench NAME --json` for figures). `make bench` first installs
-# the bench extra (WeRoBot and gunicorn for the webhook's baseline, uvloop for the load generator),
+# the bench extra (WeRoBot and gunicorn for the webhook's baseline),
 # then runs the callback side by side; wrk is used when installed (Debian: apt-get install wrk).
 BENCH_STAMP := $(VENV)/.bench-installed
 .PHONY: bench

@@ -23,6 +23,7 @@ ENV_PREFIX = "BOT__"
 ENV_CONFIG_PATH = "BOT_CONFIG"
 
 EncryptMode = Literal["plain", "compatible", "safe"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 class ConfigError(Exception):
@@ -82,6 +83,7 @@ class ServerConfig:
     secret: str = ""
     rate_per_ip: int = 600
     trust_forwarded: bool = False
+    event_loop: EventLoop = "uvloop"
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from bot.app import create_app
+from bot.app import CALLBACK_KEY, create_app
 from bot.config import Config, dump_toml
 from bot.delivery.worker import Job, Worker, WorkerContext
 from bot.store.redis import Redis, connect, start_embedded_if_needed
+from bot.web import ops
 from bot.wechat.callback import WeChatCallback
 from bot.wechat.client import WeChatAPI
 
@@ -40,14 +45,147 @@ async def wait_for_signal() -> None:
                 loop.remove_signal_handler(sig)
 
 
+# A burst of callbacks opens many connections at once: a short accept queue drops them, and TCP
+# retries after 1 s, 3 s... (the kernel caps this at net.core.somaxconn).
+BACKLOG = 4096
+# accept() errors that mean "not now" (out of descriptors or memory, a client gone already): the
+# connection waits in the queue, and the next readiness tries again
+_ACCEPT_LATER = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPERM}
+
+
+class _Listener:
+    """What aiohttp's runner expects of a site's server: its sockets, and ``close``."""
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sockets = [sock]
+        self._loop = loop
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets = []
+
+
+class AcceptAllSite(web.BaseSite):
+    """A TCP site that accepts every waiting connection each time the socket is readable.
+
+    libuv (under uvloop) accepts one connection per loop turn (libuv#3696): when a thousand
+    connections arrive while the loop is busy answering, the last of them waits a thousand turns,
+    seconds, to be accepted. Here the accepting is ours, a backlog's worth at once on either loop,
+    and each connection goes to aiohttp with ``loop.connect_accepted_socket``.
+    """
+
+    __slots__ = ("_host", "_pending", "_port", "_reuse_port")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, reuse_port: bool = False,
+                 backlog: int = BACKLOG) -> None:  # fmt: skip
+        super().__init__(runner, backlog=backlog)
+        self._host, self._port, self._reuse_port = host, port, reuse_port
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(self._backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._port = sock.getsockname()[1]
+        server = self._runner.server
+        assert server is not None
+        self._server = _Listener(sock, loop)  # type: ignore[assignment]  # sockets + close: all the runner uses
+        loop.add_reader(sock.fileno(), self._accept, loop, sock, server)
+
+    def _accept(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], Any]) -> None:
+        for _ in range(self._backlog):
+            try:
+                conn, _address = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_LATER:
+                    log.warning("accept: %s; the connection waits in the queue", exc)
+                    return
+                raise
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._track(loop.create_task(_connect(loop, factory, conn)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], Any], conn: socket.socket) -> None:
+    try:
+        await loop.connect_accepted_socket(factory, sock=conn)
+    except OSError as exc:  # the client left before its transport was made
+        log.debug("connection dropped on accept: %s", exc)
+        conn.close()
+
+
+class AppRunner(web.AppRunner):
+    """aiohttp's runner, with WeChat's callbacks (POST to the callback path) handed straight to the
+    callback: they skip the router and the middlewares, none of which does anything for them (the
+    per-IP limit, the API's authentication and the console's guard are for other paths), which is
+    ~5% of a callback's CPU. Their time is recorded as the timing middleware records it. Every
+    other request goes through the application as usual."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        callback = self.app.get(CALLBACK_KEY)
+        if callback is None:
+            return server
+        full, post, path, clock = server.request_handler, callback.handle_post, callback.path, time.perf_counter
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if request.method != "POST" or request.raw_path.partition("?")[0] != path:
+                return await full(request)
+            started, status = clock(), 0
+            try:
+                response = await post(request)  # type: ignore[arg-type]  # a web.Request: the app's factory made it
+                status = response.status
+                return response
+            finally:
+                ops.observe(path, status, clock() - started)
+
+        server.request_handler = handle
+        return server
+
+
 async def start_site(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    # A burst of callbacks opens many connections at once: a short accept queue drops them, and
-    # TCP retries after 1 s, 3 s... (the kernel caps this at net.core.somaxconn).
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
+    site = AcceptAllSite(runner, host, port, reuse_port=reuse_port)
     await site.start()
     return runner
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """``server.event_loop``: uvloop when asked for and installed, else asyncio's own."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: serving on asyncio's loop (server.event_loop)")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 async def serve_forever(
@@ -75,11 +213,10 @@ def run_serve(cfg: Config, workers: int, *, child: bool = False) -> int:
     if workers <= 1 or child:
         server = start_embedded_if_needed(cfg)
         try:
-            # asyncio's own loop, not uvloop: uvloop is ~10% cheaper per callback, but its libuv accepts
-            # one connection per loop turn (libuv#3696), so ~1,000 connections arriving while the loop
-            # is busy wait seconds to be accepted (measured with `bot bench webhook`'s saturation run);
-            # asyncio's loop accepts a backlog's worth at once.
-            asyncio.run(serve_forever(cfg, reuse_port=child))
+            # uvloop by default (~10% less CPU per callback); AcceptAllSite keeps a burst of new
+            # connections from waiting on libuv's one accept per loop turn.
+            with asyncio.Runner(loop_factory=lambda: new_event_loop(cfg.server.event_loop)) as runner:
+                runner.run(serve_forever(cfg, reuse_port=child))
         finally:
             if server:
                 server.stop()

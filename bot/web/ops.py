@@ -55,6 +55,18 @@ def _latency(resource: AbstractResource | None, status: int) -> Histogram:
     return child
 
 
+def observe(route: str, status: int, seconds: float) -> None:
+    """One request's time under ``route`` (a route's canonical path), as the middleware records it."""
+    key = (route, status // 100)
+    child = _BY_ROUTE.get(key)
+    if child is None:
+        child = _BY_ROUTE[key] = REQUEST_LATENCY.labels(route, f"{status // 100}xx" if status else "error")
+    child.observe(seconds)
+
+
+_BY_ROUTE: dict[tuple[str, int], Histogram] = {}
+
+
 @web.middleware
 async def timing_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -232,8 +232,10 @@ class WeChatCallback:
         # callbacks being answered: id -> when it started (oldest first), for load shedding
         self._inflight: OrderedDict[int, float] = OrderedDict()
         self._ids = count()
+        self.path = "/wechat"  # where register() put it
 
     def register(self, app: web.Application, path: str = "/wechat") -> None:
+        self.path = path
         app.router.add_get(path, self.handle_get, name="wechat")
         app.router.add_post(path, self.handle_post)
 
