@@ -278,6 +278,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "later": [{"day": f"{d[:4]}-{d[4:6]}-{d[6:]}", "cards": c} for d, c in plan.later],
         "warning": plan.warning,
         "quota_left": plan.quota_left,
+        "starts_tomorrow": plan.starts_tomorrow,
     }
 
 

@@ -210,7 +210,7 @@ def _print_plan(plan: Plan) -> None:
         ("students targeted", plan.targeted),
         ("students without a bound guardian", plan.without_guardian),
         ("guardians reachable (cards)", plan.reachable),
-        ("cards today", plan.today),
+        ("cards tomorrow" if plan.starts_tomorrow else "cards today", plan.today),
         *((f"cards on {d[:4]}-{d[4:6]}-{d[6:]}", c) for d, c in plan.later),
     ]
     width = max(display_width(k) for k, _ in rows)
@@ -258,7 +258,8 @@ def _cmd_send_notice(cfg: Config, args: argparse.Namespace) -> int:
             if args.dry_run:
                 estimate = await service.estimate(draft.audience, urgent=draft.urgent)
                 left, quota = estimate.quota_left, cfg.wechat.template_quota
-                print(f"dry run, nothing sent: 「{draft.title}」 (template quota left today: {left:,} of {quota:,})")
+                day = "tomorrow" if estimate.starts_tomorrow else "today"
+                print(f"dry run, nothing sent: 「{draft.title}」 (template quota left {day}: {left:,} of {quota:,})")
                 _print_plan(estimate)
                 return 0
             notice, plan, created = await service.submit(draft, who, key=idempotency_key(who, key) if key else "")

@@ -123,6 +123,7 @@ class Plan:
     later: tuple[tuple[str, int], ...]  # (YYYYMMDD, cards) spread over the next days
     warning: str = ""
     quota_left: int = 0  # template sends left on the first sending day, before this notice
+    starts_tomorrow: bool = False  # planned in quiet hours: the first cards go out the next morning
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,8 +387,10 @@ class NoticeService:
             await pipe.execute()
         later = tuple((d, c) for d, c, _ in days[1:] if c)
         self._cache.pop(notice.id, None)
-        warning = quota_warning(fit_today, later)
-        return Plan(notice.id, len(classes), targeted, len(openids), unbound, fit_today, later, warning)
+        tomorrow = days[0][0] != clock.day_key(now)
+        warning = quota_warning(fit_today, later, tomorrow=tomorrow)
+        return Plan(notice.id, len(classes), targeted, len(openids), unbound, fit_today, later, warning,
+                    starts_tomorrow=tomorrow)  # fmt: skip
 
     async def estimate(self, audience: Iterable[Scope], *, urgent: bool = False, now: float | None = None) -> Plan:
         """What planning this draft now would do, writing nothing: the families it reaches and how
@@ -402,8 +405,9 @@ class NoticeService:
         today = days[0][1]
         used = int(await self.r.get(keys.quota_used(days[0][0])) or 0)
         left = max(0, self.config.wechat.template_quota - used)
-        warning = quota_warning(today, later)
-        return Plan("", len(classes), targeted, len(guardians), unbound, today, later, warning, left)
+        tomorrow = days[0][0] != clock.day_key(now)
+        warning = quota_warning(today, later, tomorrow=tomorrow)
+        return Plan("", len(classes), targeted, len(guardians), unbound, today, later, warning, left, tomorrow)
 
     async def _spread(self, cards: int, urgent: bool, now: float) -> list[tuple[str, int, float]]:
         """(day, cards, release time) for ``cards`` cards: what today's quota takes, then the next days'.
@@ -654,9 +658,11 @@ def _fields(draft: Draft) -> dict[str, Any]:
     return {name: getattr(draft, name) for name in draft.__dataclass_fields__}
 
 
-def quota_warning(today: int, later: tuple[tuple[str, int], ...]) -> str:
-    """The sender's warning when today's template quota cannot take every card ("" when it can)."""
+def quota_warning(today: int, later: tuple[tuple[str, int], ...], *, tomorrow: bool = False) -> str:
+    """The sender's warning when the first sending day's template quota cannot take every card ("" when
+    it can). ``tomorrow``: written in quiet hours, the cards start the next morning."""
     if not later:
         return ""
     spread = "、".join(f"{d[4:6]}月{d[6:]}日 {c}条" for d, c in later)
-    return f"今日模板消息额度不足：今天发送{today}条，其余顺延：{spread}。"
+    day = "明天" if tomorrow else "今天"
+    return f"{day[0]}日模板消息额度不足：{day}发送{today}条，其余顺延：{spread}。"
