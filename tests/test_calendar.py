@@ -440,3 +440,26 @@ def test_shipped_calendar_files_load(calendar: Calendar) -> None:
     assert [r.id for r in calendar.regions()] == ["beijing", "demo", "shanghai"]
     assert calendar.region("beijing").name == "北京市"
     assert calendar.term_coverage("demo") == (D("2025-02-17"), D("2028-07-07"))
+
+
+def test_school_days_are_not_counted_through_days_no_term_covers() -> None:
+    cal = Calendar([Region("x", "X", (Term("t", D("2026-08-31"), D("2027-01-22")),))])
+    # Before the first term: only when nothing but days off lie between (a weekend here).
+    assert cal.add_school_days(D("2026-08-29"), 1, "x") == D("2026-08-31")
+    with pytest.raises(OutsideTerms, match="no terms configured for 2026-08-21"):
+        cal.add_school_days(D("2026-08-20"), 1, "x")
+    # After the last term, counting back.
+    assert cal.add_school_days(D("2027-01-24"), -1, "x") == D("2027-01-22")
+    with pytest.raises(OutsideTerms, match="no terms configured"):
+        cal.add_school_days(D("2027-03-10"), -1, "x")
+
+
+def test_moving_to_a_school_day_passes_days_off_but_not_a_break(calendar: Calendar) -> None:
+    assert calendar.move_to_school_day(D("2026-05-02"), 1, "beijing") == D("2026-05-06")  # 劳动节
+    assert calendar.move_to_school_day(D("2026-05-02"), -1, "beijing") == D("2026-04-30")
+    assert calendar.move_to_school_day(D("2026-05-06"), 1, "beijing") == D("2026-05-06")  # already one
+    assert calendar.move_to_school_day(D("2026-03-01"), 1, "beijing") == D("2026-03-02")  # Sunday before term
+    with pytest.raises(OutsideTerms, match="a break"):
+        calendar.move_to_school_day(D("2026-02-10"), 1, "beijing")  # winter break
+    with pytest.raises(OutsideTerms, match="no configured term"):
+        calendar.move_to_school_day(D("2025-06-02"), 1, "beijing")  # before Beijing's first term

@@ -187,6 +187,20 @@ def cards_by_school_and_day(firings: Iterator[Firing] | list[Firing]) -> dict[tu
     return out
 
 
+def test_a_new_deployment_gets_no_stale_reminders_on_the_first_day_of_its_first_term(catalog: Catalog) -> None:
+    # The demo terms start 2025-02-17 (Beijing 2025-09-01): CO (December), the fire month (November),
+    # 安全生产月 (June) and last December's theme used to be moved there, all on that one day. And
+    # 国庆 2028, past the last term configured, used to send its holiday letter on 2028-07-07.
+    firings = list(year_firings(catalog, 2025, 2028))
+    first_days = {("demo", date(2025, 2, 17)), ("shanghai", date(2025, 2, 17)), ("beijing", date(2025, 9, 1))}
+    assert not [f.id for f in firings if (f.region, f.at.date()) in first_days]
+    assert not [f.id for f in firings if f.campaign.id == "holiday-safety" and f.at.month == 7]
+    # The same campaigns go out as usual once the terms are known.
+    assert days_of(catalog, "carbon-monoxide", 2025) == ["12-01 16:00"]
+    assert days_of(catalog, "work-safety-month", 2025) == ["06-03 16:00"]
+    assert days_of(catalog, "fire-month", 2025) == ["11-03 16:00", "11-09 09:00"]
+
+
 def test_a_campaign_gives_way_on_a_day_a_card_that_says_it_too_reaches_the_school(catalog: Catalog) -> None:
     cards = cards_by_school_and_day(year_firings(catalog, 2026, 2027))
     for (school, day), ids in cards.items():

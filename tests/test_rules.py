@@ -232,6 +232,53 @@ def test_first_school_day_of_term(calendar: Calendar) -> None:
     assert days(cal, {"after": "winter_break"}, "2027-01-01", "2027-12-31", region="x") == [D("2027-02-22")]
 
 
+# Terms from Monday 31 August 2026; a winter break 23 January - 21 February 2027; nothing after 2 July 2027.
+TWO_TERMS = Calendar(
+    [Region("x", "X", (Term("a", D("2026-08-31"), D("2027-01-22")), Term("b", D("2027-02-22"), D("2027-07-02"))))]
+)
+
+
+def test_next_school_day_drops_a_date_before_the_first_configured_term() -> None:
+    # A new deployment's first day must not collect every reminder of the months before its terms.
+    def nxt(day: str) -> list[date]:
+        return days(TWO_TERMS, {"date": day, "if_not_school_day": "next"}, "2026-01-01", "2027-12-31", region="x")
+
+    assert nxt("06-01") == [D("2027-06-01")]  # 1 June 2026: no term yet, so not moved to 31 August
+    assert nxt("08-28") == []  # Friday before the first term: a workday nobody configured
+    assert nxt("08-30") == [D("2026-08-31")]  # a Sunday: only the weekend lies between it and the term
+    # Counting school days from an event before the terms is as unknown: 元旦 2026 gives nothing.
+    assert days(TWO_TERMS, {"after": "holiday", "name": "元旦"}, "2026-01-01", "2027-12-31", region="x") == [
+        D("2027-01-04")
+    ]
+
+
+def test_previous_school_day_and_counting_back_drop_a_date_after_the_last_configured_term() -> None:
+    def prev(day: str) -> list[date]:
+        return days(TWO_TERMS, {"date": day, "if_not_school_day": "previous"}, "2027-01-01", "2027-12-31", region="x")
+
+    assert prev("07-15") == []  # not moved back to the last day of term, two weeks earlier
+    assert prev("07-04") == [D("2027-07-02")]  # a Sunday: back over the weekend to Friday
+    # 国庆 2027 lies past the terms configured: no "last school day before" it in July.
+    assert days(TWO_TERMS, {"before": "holiday", "name": "国庆"}, "2026-01-01", "2027-12-31", region="x") == [
+        D("2026-09-30")
+    ]
+
+
+def test_next_school_day_never_carries_a_date_across_a_break() -> None:
+    def nxt(day: str) -> list[date]:
+        return days(TWO_TERMS, {"date": day, "if_not_school_day": "next"}, "2027-01-01", "2027-12-31", region="x")
+
+    assert nxt("02-01") == []  # in the winter break: dropped, not sent on 22 February
+    assert nxt("02-21") == [D("2027-02-22")]  # the Sunday before the term: over the weekend only
+    assert days(TWO_TERMS, {"date": "10-01", "if_not_school_day": "next"}, "2026-01-01", "2026-12-31", region="x") == [
+        D("2026-10-08")  # over the 国庆 holiday inside the term, as before
+    ]
+    # Counting school days still crosses a break: the last school day before 春节 2027 ends the autumn term.
+    assert days(TWO_TERMS, {"before": "holiday", "name": "春节"}, "2027-01-01", "2027-12-31", region="x") == [
+        D("2027-01-22")
+    ]
+
+
 def test_on_the_day_of_fire_day_and_two_days_before_traffic_safety_day(calendar: Calendar) -> None:
     fire_day = when({"on": "fire_day", "at": "09:00"}).firings(calendar, D("2026-01-01"), D("2027-12-31"), "demo")
     assert fire_day == [

@@ -43,6 +43,8 @@ from lunar_python import Lunar, Solar  # type: ignore[import-untyped]
 log = logging.getLogger(__name__)
 
 ONE_DAY: Final = timedelta(days=1)
+# A move to the next / previous school day passes days off only; no run of them is this long.
+_MOVE_LIMIT: Final = 60
 
 # Public holiday names as the calendar reports them (the State Council's names).
 NEW_YEAR: Final = "元旦"
@@ -490,7 +492,10 @@ class Calendar:
     def add_school_days(self, d: date, n: int, region: str, school: str | None = None) -> date:
         """The ``n``-th school day after ``d`` (before it when ``n`` < 0); ``d`` itself when ``n`` is 0.
 
-        Raises :class:`OutsideTerms` when the answer would lie outside the region's configured terms.
+        Counting may cross a winter or summer break (the last school day before 春节 is the last day
+        of the autumn term), but not days nobody configured: raises :class:`OutsideTerms` when the
+        answer would lie outside the region's terms, or when the count passes a workday before its
+        first term or after its last (an unknown term could hold school days there).
         """
         coverage = self.term_coverage(region)
         found = None
@@ -502,6 +507,19 @@ class Calendar:
                 coverage[0].year,
                 coverage[1].year,
             )
+        if found is not None and coverage is not None and n != 0:
+            first, last = coverage
+            if n > 0 and d < first - ONE_DAY:
+                unknown = self._first_workday(d + ONE_DAY, first - ONE_DAY, 1)
+            elif n < 0 and d > last + ONE_DAY:
+                unknown = self._first_workday(d - ONE_DAY, last + ONE_DAY, -1)
+            else:
+                unknown = None
+            if unknown is not None:
+                raise OutsideTerms(
+                    f"region {region!r} has no terms configured for {unknown}, so {n:+d} school days from {d} "
+                    f"is not known (add its terms to {CALENDAR_DIR / 'terms.toml'})"
+                )
         if found is None:
             side = "after" if n > 0 else "before"
             raise OutsideTerms(
@@ -509,6 +527,40 @@ class Calendar:
                 f"(add its terms to {CALENDAR_DIR / 'terms.toml'})"
             )
         return found
+
+    def move_to_school_day(self, d: date, sign: int, region: str, school: str | None = None) -> date:
+        """``d`` if it is a school day, else the first school day after it (``sign`` 1) or before it (-1),
+        reached over days off only: weekends, public holidays and the region's or school's own days off.
+
+        This is ``if_not_school_day = "next"`` / ``"previous"``: it moves a date off a day without
+        school, never across a winter or summer break, nor into or out of the days before the first
+        configured term or after the last. Raises :class:`OutsideTerms` when the way passes a
+        workday outside the terms (``d`` itself included): such a date has no school day near it.
+        """
+        if self.is_school_day(d, region, school):
+            return d
+        terms = self.region(region).terms
+        day = d
+        for _ in range(_MOVE_LIMIT):
+            if day != d and self.is_school_day(day, region, school):
+                return day
+            if self.is_workday(day) and not any(t.start <= day <= t.end for t in terms):
+                where = "a break" if terms and terms[0].start <= day <= terms[-1].end else "no configured term"
+                raise OutsideTerms(
+                    f"region {region!r}: {d} is not a school day and the way to the "
+                    f"{'next' if sign > 0 else 'previous'} one passes {day}, in {where}"
+                )
+            day += ONE_DAY if sign > 0 else -ONE_DAY
+        raise OutsideTerms(f"region {region!r}: no school day within {_MOVE_LIMIT} days of {d}")
+
+    def _first_workday(self, start: date, stop: date, sign: int) -> date | None:
+        """The first workday from ``start`` to ``stop`` (inclusive), walking forward (1) or back (-1)."""
+        day, step = start, ONE_DAY if sign > 0 else -ONE_DAY
+        while (day <= stop) if sign > 0 else (day >= stop):
+            if self.is_workday(day):
+                return day
+            day += step
+        return None
 
     # ---- events
 

@@ -406,12 +406,15 @@ def _shift(
 
 
 def _fallback(calendar: Calendar, mode: Fallback, d: date, region: str, school: str | None) -> date | None:
+    """``if_not_school_day``. ``next`` / ``previous`` move over days off (a weekend, a holiday, the school's
+    own days off), never across a break or past the configured terms: a date in the winter break is
+    dropped, not carried to the first day of the spring term weeks after its season."""
     if mode == "keep" or calendar.is_school_day(d, region, school):
         return d
     if mode == "skip":
         return None
     try:
-        return calendar.add_school_days(d, 1 if mode == "next" else -1, region, school)
+        return calendar.move_to_school_day(d, 1 if mode == "next" else -1, region, school)
     except OutsideTerms:
         return None
 
