@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import time
 from datetime import date, timedelta
+from html.parser import HTMLParser
 
 import pytest
-from test_console_world import SCHOOL, World, world
+from test_console_world import OTHER_SCHOOL, SCHOOL, World, world
 
 from bot import clock
 from bot.campaigns.alerts import AlertService, parse_alert
@@ -16,6 +18,7 @@ from bot.console.audit import AuditFilter
 from bot.console.views.campaigns import CALENDAR_DAYS, calendar_notes
 from bot.paths import ROOT
 from bot.roster.model import School
+from bot.web.tokens import TokenStore
 
 __all__ = ["world"]
 
@@ -118,6 +121,97 @@ async def test_the_dashboard_lists_what_campaigns_send_in_the_next_7_days(world:
     assert status == 200 and upcoming.count("每日安全提醒") >= 6  # every morning of the coming week
     status, page, _ = await (await world.login("teacher32")).get("/console")
     assert "每日安全提醒" in page  # it reaches the teacher's class too
+
+
+class _Form(HTMLParser):
+    """The fields a browser would submit from the page's campaign form, unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[tuple[str, str]] = []
+        self._select: tuple[str, bool] | None = None
+        self._options: list[tuple[str, bool]] = []
+        self._textarea: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "input" and "name" in a and (a.get("type") != "checkbox" or "checked" in a):
+            self.fields.append((a["name"], a.get("value", "")))
+        elif tag == "select":
+            self._select, self._options = (a["name"], "multiple" in a), []
+        elif tag == "option" and self._select is not None:
+            self._options.append((a.get("value", ""), "selected" in a))
+        elif tag == "textarea":
+            self._textarea, self._text = a["name"], ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select" and self._select is not None:
+            name, multiple = self._select
+            picked = [v for v, on in self._options if on] or ([] if multiple else [self._options[0][0]])
+            self.fields += [(name, v) for v in picked]
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea, html.unescape(self._text)))
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._text += data
+
+
+def submitted(page: str, **changes: str) -> list[tuple[str, str]]:
+    parser = _Form()
+    parser.feed(page.split('action="/console/campaigns/save"')[1].split("</form>")[0])
+    return [(k, changes.get(k, v)) for k, v in parser.fields]
+
+
+async def test_editing_in_the_console_keeps_what_the_api_set_that_the_form_does_not_show(world: World) -> None:
+    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
+    doc = {"id": "friday-before", "name": "节前周五提醒", "enabled": True, "yields_to": ["holiday-safety"],
+           "when": {"before": "holiday", "on_weekday": "fri", "at": "16:00"},
+           "who": {"grades": [3], "opt_out": {"schools": [OTHER_SCHOOL]}},
+           "what": {"title": "节前安全提醒", "body": "放假前请和孩子聊聊安全。", "mode": "none",
+                    "urgent": True}}  # fmt: skip
+    api = world.browser(Authorization=f"Bearer {token}")
+    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
+        assert resp.status == 201, await resp.text()
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/campaigns/friday-before/edit")
+    assert status == 200
+    assert '<option value="fri" selected>' in page.split('name="on_weekday"')[1].split("</select>")[0]
+    assert '<option value="holiday-safety" selected>' in page.split('name="yields_to"')[1].split("</select>")[0]
+    assert "紧急发送" in page and "不参加的学校或地区" in page  # named as kept
+    # The administrator changes the title only and saves.
+    status, text, _ = await b.post("/console/campaigns/save", submitted(page, title="节前安全提醒（新）"))
+    assert status == 303, text
+    saved = (await CampaignStore(world.redis).custom_documents())["friday-before"]["document"]
+    assert saved["what"]["title"] == "节前安全提醒（新）"
+    assert saved["when"] == {"before": "holiday", "on_weekday": "fri", "at": "16:00"}
+    assert saved["yields_to"] == ["holiday-safety"]
+    assert saved["what"]["urgent"] is True and saved["enabled"] is True
+    assert saved["who"]["opt_out"] == {"schools": [OTHER_SCHOOL]} and saved["who"]["grades"] == [3]
+    campaign = await world.console.ctx.services["campaigns"].campaign("friday-before")
+    assert campaign.yields_to == ("holiday-safety",) and campaign.what.urgent
+    # Unpicking them in the form removes them: the form's fields are the form's to change.
+    fields = [(k, v) for k, v in submitted(page, on_weekday="", offset="1") if k != "yields_to"]
+    status, _, _ = await b.post("/console/campaigns/save", fields)
+    saved = (await CampaignStore(world.redis).custom_documents())["friday-before"]["document"]
+    assert status == 303 and "yields_to" not in saved and saved["when"] == {"before": "holiday", "school_days": 1,
+                                                                            "at": "16:00"}  # fmt: skip
+
+
+async def test_a_campaign_made_in_the_form_can_fire_on_a_weekday_and_give_way_to_a_built_in_one(world: World) -> None:
+    b = await world.login("sadmin")
+    form = {**CAMPAIGN, "id": "holiday-friday", "event": "holiday", "on_weekday": "fri", "csrf": await b.csrf()}
+    status, page, _ = await b.post("/console/campaigns/save", [*form.items(), ("yields_to", "holiday-safety")])
+    assert status == 303, page
+    saved = (await CampaignStore(world.redis).custom_documents())["holiday-friday"]["document"]
+    assert saved["when"] == {"before": "holiday", "on_weekday": "fri", "at": "16:00"}
+    assert saved["yields_to"] == ["holiday-safety"]
+    status, page, _ = await b.post("/console/campaigns/save", [*{**form, "id": "bad-yield"}.items(),
+                                                              ("yields_to", "no-such-campaign")])  # fmt: skip
+    assert status == 422 and "no-such-campaign" in page
 
 
 async def test_a_campaign_of_one_school_is_not_for_another_schools_admin(world: World) -> None:

@@ -43,8 +43,19 @@ WEEKDAY_KEYS = {"mon": "星期一", "tue": "星期二", "wed": "星期三", "thu
                 "sun": "星期日"}  # fmt: skip
 MODE_LABELS = {"none": "无需确认", "confirm": "确认已读", "understand": "确认并答题"}
 FIELDS = ("id", "name", "description", "anchor", "date", "weekday", "nth", "month", "event", "holiday_name",
-          "offset", "offset_unit", "at", "from", "to", "cron", "when_json", "title", "sender", "body", "mode",
-          "q_text", "q_opt1", "q_opt2", "q_opt3", "q_opt4", "q_answer", "lesson", "deadline_hours")  # fmt: skip
+          "offset", "offset_unit", "on_weekday", "at", "from", "to", "cron", "when_json", "title", "sender", "body",
+          "mode", "q_text", "q_opt1", "q_opt2", "q_opt3", "q_opt4", "q_answer", "lesson", "deadline_hours")  # fmt: skip
+# The keys of a rule the simple form shows (with its one anchor); any other rule goes to the JSON field.
+SIMPLE_RULE_KEYS = frozenset({"nth", "month", "name", "school_days", "workdays", "days", "on_weekday", "at", "from",
+                              "to"})  # fmt: skip
+# What the form shows of a document; everything else in a stored document (written through the API or
+# `bot campaigns save`) is kept as it was when the form saves it, and named on the form (KEPT_LABELS).
+FORM_KEYS = frozenset({"id", "name", "description", "when", "who", "what", "yields_to"})
+FORM_WHO_KEYS = frozenset({"grades", "schools", "districts", "everyone"})
+FORM_WHAT_KEYS = frozenset({"title", "body", "sender", "mode", "lesson", "deadline_hours", "question"})
+KEPT_LABELS = {"enabled": "默认开关", "urgent": "紧急发送（不受免打扰时段限制）", "template": "文本模板",
+               "lesson": "按月份安排的安全课", "regions": "按地区发送", "region_groups": "按地区组发送",
+               "opt_out": "不参加的学校或地区"}  # fmt: skip
 
 
 def _runner(c: Console) -> CampaignRunner | None:
@@ -232,8 +243,20 @@ def _blank() -> dict[str, str]:
     return values
 
 
-def document_from(values: dict[str, str], grades: list[str], schools: list[str], s: Subject) -> dict[str, Any]:
-    """The campaign document (the schedules/*.toml format, as JSON) the form describes."""
+def document_from(
+    values: dict[str, str],
+    grades: list[str],
+    schools: list[str],
+    s: Subject,
+    *,
+    yields: list[str] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The campaign document (the schedules/*.toml format, as JSON) the form describes.
+
+    ``base`` is the stored document being edited: what the form does not show of it (``kept``) is
+    carried over unchanged, so saving from the console never drops a setting made elsewhere.
+    """
     anchor = values["anchor"]
     when: Any
     if anchor == "json":
@@ -256,46 +279,74 @@ def document_from(values: dict[str, str], grades: list[str], schools: list[str],
             rule[anchor] = values["event"]
             if values["holiday_name"] and values["event"] == "holiday":
                 rule["name"] = values["holiday_name"]
-            if values["offset"] and values["offset"] != "0":
+            if values["on_weekday"]:
+                rule["on_weekday"] = values["on_weekday"]  # the weekday is the offset
+            elif values["offset"] and values["offset"] != "0":
                 rule[values["offset_unit"] or "days"] = _int(values["offset"], 1)
         rule["at"] = values["at"] or "09:00"
         for key in ("from", "to"):
             if values[key]:
                 rule[key] = values[key]
         when = rule
-    who: dict[str, Any] = {"grades": [int(g) for g in grades if g.isdigit()]}
+    old = base or {}
+    old_who, old_what = _table_of(old.get("who")), _table_of(old.get("what"))
+    who: dict[str, Any] = {k: v for k, v in old_who.items() if k not in FORM_WHO_KEYS}
+    who["grades"] = [int(g) for g in grades if g.isdigit()]
     if s.role == "school_admin":
         who["schools"] = [s.school]
     elif schools:
         who["schools"] = schools
-    else:
+    elif not (who.get("regions") or who.get("region_groups")):
         who["districts"] = [s.district]
-    what: dict[str, Any] = {"title": values["title"], "body": values["body"], "mode": values["mode"] or "none"}
+    what: dict[str, Any] = {k: v for k, v in old_what.items() if k not in FORM_WHAT_KEYS}
+    if "template" in what and (values["title"] or values["body"] or values["sender"]):
+        del what["template"]  # text typed into the form replaces the template file
+    if "template" not in what:
+        what.update(title=values["title"], body=values["body"])
+    what["mode"] = values["mode"] or "none"
     if values["sender"]:
         what["sender"] = values["sender"]
     if values["lesson"]:
         what["lesson"] = values["lesson"]
+    elif isinstance(old_what.get("lesson"), Mapping):
+        what["lesson"] = old_what["lesson"]  # a lesson per month, which the form cannot show
     if values["deadline_hours"]:
         what["deadline_hours"] = _int(values["deadline_hours"], 0)
     if values["mode"] == "understand":
         options = [values[f"q_opt{i}"] for i in range(1, 5) if values[f"q_opt{i}"]]
         what["question"] = {"text": values["q_text"], "options": options, "answer": _int(values["q_answer"], 1) - 1}
-    doc: dict[str, Any] = {"id": values["id"], "name": values["name"], "when": when, "who": who, "what": what}
+    doc: dict[str, Any] = {k: v for k, v in old.items() if k not in FORM_KEYS}
+    doc.update(id=values["id"], name=values["name"], when=when, who=who, what=what)
     if values["description"]:
         doc["description"] = values["description"]
+    if yields:
+        doc["yields_to"] = list(dict.fromkeys(yields))
     return doc
 
 
-def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[str]]:
-    """The form's fields for a stored document (a rule the simple form cannot show goes to JSON)."""
+def kept(doc: Mapping[str, Any]) -> list[str]:
+    """What a stored document says that the form does not show (it is kept on save), in the form's words."""
+    who, what = _table_of(doc.get("who")), _table_of(doc.get("what"))
+    keys = [k for k in doc if k not in FORM_KEYS]
+    keys += [k for k in who if k not in FORM_WHO_KEYS]
+    keys += [k for k in what if k not in FORM_WHAT_KEYS or (k == "lesson" and isinstance(what[k], Mapping))]
+    return list(dict.fromkeys(KEPT_LABELS.get(k, k) for k in keys))
+
+
+def _table_of(value: object) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[str], list[str]]:
+    """The form's fields (values, grades, schools, yields_to) for a stored document (a rule the simple
+    form cannot show goes to JSON; other settings it does not show are kept on save, see ``kept``)."""
     values = _blank()
     values.update(id=str(doc.get("id", "")), name=str(doc.get("name", "")), description=str(doc.get("description", "")))
     when = doc.get("when")
     simple = isinstance(when, dict) or (isinstance(when, list) and len(when) == 1 and isinstance(when[0], dict))
     rule = (when[0] if isinstance(when, list) else when) if simple else None
     anchors = [k for k in ("date", "weekday", "on", "before", "after", "cron") if isinstance(rule, dict) and k in rule]
-    if isinstance(rule, dict) and len(anchors) == 1 and set(rule) <= {*anchors, "nth", "month", "name", "school_days",
-                                                                      "workdays", "days", "at", "from", "to"}:
+    if isinstance(rule, dict) and len(anchors) == 1 and set(rule) <= {*anchors, *SIMPLE_RULE_KEYS}:
         anchor = anchors[0]
         values["anchor"] = anchor
         if anchor in ("on", "before", "after"):
@@ -313,12 +364,13 @@ def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[st
                 values["offset"], values["offset_unit"] = str(rule[unit]), unit
         if anchor in ("on", "before", "after") and not any(u in rule for u in OFFSETS):
             values["offset"] = ""
+        values["on_weekday"] = str(rule.get("on_weekday", ""))
     elif when is not None:
         values["anchor"] = "json"
         values["when_json"] = json.dumps(when, ensure_ascii=False, indent=1)
     what = doc.get("what") or {}
     for key in ("title", "sender", "body", "mode", "lesson", "deadline_hours"):
-        if key in what:
+        if key in what and not isinstance(what[key], Mapping):
             values[key] = str(what[key])
     question = what.get("question")
     if isinstance(question, dict):
@@ -329,7 +381,9 @@ def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[st
     who = doc.get("who") or {}
     grades = [str(g) for g in who.get("grades", [])] if isinstance(who, dict) else []
     schools = [str(sid) for sid in who.get("schools", [])] if isinstance(who, dict) else []
-    return values, grades, schools
+    raw_yields = doc.get("yields_to")
+    yields = [str(cid) for cid in raw_yields] if isinstance(raw_yields, list) else []
+    return values, grades, schools, yields
 
 
 def _int(text: str, default: int) -> int:
@@ -353,14 +407,19 @@ def _field(error: str) -> tuple[str, str]:
 
 
 async def _form(c: Console, viewer: Viewer, values: dict[str, str], grades: list[str], schools: list[str], *,
-                editing: bool, errors: dict[str, str] | None = None, status: int = 200) -> web.Response:  # fmt: skip
+                editing: bool, yields: list[str] | None = None, base: Mapping[str, Any] | None = None,
+                errors: dict[str, str] | None = None, status: int = 200) -> web.Response:  # fmt: skip
     from bot.lessons.content import TOPICS
 
+    runner = _runner(c)
+    builtin = runner.catalog.builtin.values() if runner is not None else ()
+    yield_choices = [(camp.id, camp.name) for camp in builtin if camp.when is not None]
     return c.page(
         viewer, "campaign_form.html", nav="campaigns", status=status, title="编辑活动" if editing else "新建活动",
         values=values, grades=grades, picked_schools=schools, errors=errors or {}, editing=editing,
         anchors=ANCHORS, events=EVENTS, offsets=OFFSETS, weekdays=WEEKDAY_KEYS, modes=MODE_LABELS, topics=TOPICS,
         all_grades=[(str(g), grade_label(g)) for g in range(0, 13)], schools=await schools_in_scope(c, viewer),
+        yield_choices=yield_choices, picked_yields=yields or [], kept=kept(base or {}),
     )  # fmt: skip
 
 
@@ -387,8 +446,9 @@ async def edit_campaign(request: web.Request, viewer: Viewer) -> web.StreamRespo
         return not_found(viewer)
     if not editable(viewer.subject, campaign):
         return forbidden(viewer)
-    values, grades, schools = values_from(dict(stored.get("document") or {}))
-    return await _form(c, viewer, values, grades, schools, editing=True)
+    document = dict(stored.get("document") or {})
+    values, grades, schools, yields = values_from(document)
+    return await _form(c, viewer, values, grades, schools, editing=True, yields=yields, base=document)
 
 
 async def save_campaign(request: web.Request, viewer: Viewer) -> web.StreamResponse:
@@ -405,11 +465,14 @@ async def save_campaign(request: web.Request, viewer: Viewer) -> web.StreamRespo
     values = {k: form.get(k).strip() if k not in ("body", "when_json") else form.get(k) for k in FIELDS}
     values["body"] = values["body"].replace("\r\n", "\n").strip()
     grades, schools = form.getall("grades"), [sid for sid in form.getall("schools") if sid]
+    yields = [cid for cid in form.getall("yields_to") if cid]
     editing = form.get("editing") == "1"
     cid = values["id"]
+    base: dict[str, Any] | None = None
 
     def refused(field: str, text: str) -> Awaitable[web.Response]:
-        return _form(c, viewer, values, grades, schools, editing=editing, errors={field: text}, status=422)
+        return _form(c, viewer, values, grades, schools, editing=editing, yields=yields, base=base,
+                     errors={field: text}, status=422)  # fmt: skip
 
     if cid in runner.catalog.builtin:
         return await refused("id", "这是内置活动的编号：请换一个编号（内置活动可以在列表中关闭）")
@@ -422,11 +485,12 @@ async def save_campaign(request: web.Request, viewer: Viewer) -> web.StreamRespo
         if not editing:
             return await refused("id", "这个编号已经存在：请换一个，或在列表中编辑它")
         owner_school = stored_school
+        base = dict(stored.get("document") or {})
     mine = {sid for sid, _ in await schools_in_scope(c, viewer)}
     outside = [sid for sid in schools if sid not in mine]
     if outside:
         return await refused("schools", f"不在您管理范围内的学校：{', '.join(outside)}")
-    doc = document_from(values, grades, schools, s)
+    doc = document_from(values, grades, schools, s, yields=yields, base=base)
     try:
         campaign = runner.catalog.parse(doc, f"custom campaign {cid}", owner_district=s.district,
                                         owner_school=owner_school)  # fmt: skip
