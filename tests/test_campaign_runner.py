@@ -103,6 +103,33 @@ async def test_preview_for_a_school_matches_what_the_runner_fires_in_an_accelera
     assert sent == shown
 
 
+async def test_render_says_a_campaign_gives_way_on_a_day_the_preview_leaves_it_out(world: World) -> None:
+    runner = world.runner()
+    schools = await world.roster.schools()
+    drowning = runner.catalog.builtin["drowning"]
+    switches = await runner.store.switches()
+    # The 国庆 eve 2026: the holiday letter reaches s1 and s2 (demo), so the drowning reminder does not.
+    eve = datetime(2026, 9, 30, tzinfo=shanghai()).date()
+    result = runner.render_for(drowning, schools["s1"], schools, eve, exact=True, switches=switches)
+    assert result.gives_way_to == ("holiday-safety",) and not result.scheduled
+    assert runner.giving_way(drowning, schools.values(), switches, eve) == {
+        "s1": ("holiday-safety",),
+        "s2": ("holiday-safety",),
+        "s3": ("holiday-safety",),
+    }
+    # Switched off for s2, the letter does not reach it: s2 gets the drowning reminder as usual.
+    await runner.store.switch("holiday-safety", False, school="s2")
+    switches = await runner.store.switches()
+    assert set(runner.giving_way(drowning, schools.values(), switches, eve)) == {"s1", "s3"}
+    on_s2 = runner.render_for(drowning, schools["s2"], schools, eve, exact=True, switches=switches)
+    assert on_s2.scheduled and on_s2.gives_way_to == ()
+    # Its next firing from 26 September is the one the preview shows, not the day it gives way.
+    since = datetime(2026, 9, 26, tzinfo=shanghai())
+    nxt = runner.render_for(drowning, schools["s1"], schools, since.date(), exact=False, switches=switches)
+    preview = await runner.preview(365, now=since.timestamp(), school="s1", campaign="drowning")
+    assert nxt.scheduled and nxt.firing.at == preview.entries[0].firing.at and nxt.firing.at.date() != eve
+
+
 async def test_two_schedulers_fire_each_firing_once(world: World) -> None:
     a, b = world.runner("scheduler-a"), world.runner("scheduler-b")
     await a.store.advance_tick(ts(5, 15, 15))

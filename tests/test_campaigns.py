@@ -362,6 +362,24 @@ async def test_cli_preview_365_days_on_the_demo_data(redis: Redis, redis_url: st
     assert unknown.returncode == 1 and "unknown campaign" in unknown.stderr
 
 
+@pytest.mark.slow
+async def test_cli_render_says_on_which_day_a_campaign_gives_way_and_to_what(redis: Redis, redis_url: str) -> None:
+    await seed_demo(redis)
+    school = ("--school", demo_data.DEMO_SCHOOL)
+    out = bot(redis_url, "campaigns", "render", "drowning", "--date", "2026-09-30", *school)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("on 2026-09-30 drowning gives way to holiday-safety (") and "1 school(s) (demo-s1)" in first
+    assert "bot campaigns render holiday-safety --date 2026-09-30 --school demo-s1" in first
+    assert "the text below is what it would have said" in out.stdout and "title" in out.stdout
+    everyone = bot(redis_url, "campaigns", "render", "drowning", "--date", "2026-09-30")
+    assert everyone.returncode == 0 and "gives way to holiday-safety" in everyone.stdout
+    assert "demo-s1" in everyone.stdout.splitlines()[0]  # every demo school it reaches, named
+    # A Friday of the season on which nothing else reaches the school: the card, with no such line.
+    friday = bot(redis_url, "campaigns", "render", "drowning", "--date", "2026-09-18", *school)
+    assert friday.returncode == 0 and "gives way" not in friday.stdout and "2026-09-18 16:00" in friday.stdout
+
+
 def test_campaign_covers_owner_district_only() -> None:
     campaign = Campaign("c", "c", None, load_catalog().builtin["drowning"].who, load_catalog().builtin["drowning"].what,
                         owner_district="d1")  # fmt: skip

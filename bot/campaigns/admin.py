@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Config
 
 if TYPE_CHECKING:
+    from bot.campaigns.model import Campaign
     from bot.campaigns.runner import CampaignRunner, Preview
     from bot.store.redis import Redis
 
@@ -285,13 +286,21 @@ def _cmd_render(cfg: Config, args: argparse.Namespace) -> int:
         except ValueError:
             print(f"date: {args.date!r} is not a date like 2026-05-01", file=sys.stderr)
             return 1
+        switches = await runner.store.switches()
         try:
-            firing, rendered, scheduled = runner.render_for(campaign, school, schools, start, exact=bool(args.date))
+            result = runner.render_for(campaign, school, schools, start, exact=bool(args.date), switches=switches)
         except CampaignError as exc:
             print(str(exc), file=sys.stderr)
             return 2
-        if campaign.when is not None and not scheduled and not args.date:
+        firing, rendered = result.firing, result.rendered
+        if campaign.when is not None and not result.scheduled and not args.date:
             print(f"(no firing for {school.id} in the next year; shown as on {start})", file=sys.stderr)
+        if args.date:
+            # As the preview and the scheduler: on a day a campaign it yields to reaches a school, it
+            # sends that school nothing. Say so for every school asked about, before the text.
+            ways = runner.giving_way(campaign, chosen, switches, start)
+            for line in _giving_way_lines(runner, campaign, ways, start, school=args.school):
+                print(line)
         at = firing.at
         print(f"campaign  {campaign.id} ({campaign.name}), as on {at:%Y-%m-%d %H:%M} for {school.name}")
         print(f"title     {rendered.title}  ({len(rendered.title)}/20)")
@@ -309,6 +318,28 @@ def _cmd_render(cfg: Config, args: argparse.Namespace) -> int:
         return 0
 
     return _run(cfg, work)
+
+
+def _giving_way_lines(
+    runner: CampaignRunner, campaign: Campaign, ways: dict[str, tuple[str, ...]], day: date, *, school: str = ""
+) -> list[str]:
+    """"on 2026-09-30 drowning gives way to holiday-safety (…) for 2 school(s): …", one line per set of campaigns."""
+    by_others: dict[tuple[str, ...], list[str]] = {}
+    for school_id, others in sorted(ways.items()):
+        by_others.setdefault(others, []).append(school_id)
+    lines = []
+    for others, ids in by_others.items():
+        names = ", ".join(f"{o} ({runner.catalog.builtin[o].name})" for o in others)
+        shown = ", ".join(ids[:5]) + (", …" if len(ids) > 5 else "")
+        lines.append(
+            f"on {day} {campaign.id} gives way to {names} for {len(ids)} school(s) ({shown}): they get that card "
+            f"that day and nothing from {campaign.id} (bot campaigns render {others[0]} --date {day}"
+            f"{f' --school {school}' if school else ''})"
+        )
+    if lines:
+        lines.append("the text below is what it would have said:")
+        lines.append("")
+    return lines
 
 
 # -- save / remove / check --------------------------------------------------------------------------------------

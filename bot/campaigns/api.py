@@ -205,9 +205,12 @@ async def render(request: web.Request) -> web.Response:
         region = next((r.id for r in runner.catalog.calendar.regions()), "demo")
         school = reached[0] if reached else School("sample", "示例学校", who.district, region)
     try:
-        firing, rendered, scheduled = runner.render_for(campaign, school, schools, start, exact=bool(text))
+        result = runner.render_for(
+            campaign, school, schools, start, exact=bool(text), switches=await runner.store.switches()
+        )
     except CampaignError as exc:
         raise invalid(*_field_of(exc)) from None
+    firing, rendered = result.firing, result.rendered
     what = campaign.what
     question = what.question
     return json_response(
@@ -215,7 +218,8 @@ async def render(request: web.Request) -> web.Response:
             "campaign": campaign.id,
             "name": campaign.name,
             "at": firing.at.isoformat(),
-            "scheduled": scheduled,  # False: no firing that day (or in the next year); shown as if sent then
+            "scheduled": result.scheduled,  # False: no firing that day (or in the next year); shown as if sent then
+            "gives_way_to": list(result.gives_way_to),  # that day a campaign it yields to reaches the school instead
             "school": school.id,
             "school_name": school.name,
             "title": rendered.title,

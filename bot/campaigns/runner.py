@@ -138,6 +138,15 @@ class _Yields:
             found = self._taken[key] = frozenset(days)
         return found
 
+    def giving_way(self, campaign: Campaign, school: School, day: date) -> tuple[str, ...]:
+        """The campaigns ``campaign`` yields to that reach the school (all its grades) on ``day``."""
+        out: list[str] = []
+        for other_id in campaign.yields_to:
+            other = self.catalog.builtin.get(other_id)
+            if other is not None and other.who.includes_grades_of(campaign.who) and day in self.sends(other, school):
+                out.append(other_id)
+        return tuple(out)
+
     def sends(self, campaign: Campaign, school: School) -> frozenset[date]:
         """Days a built-in campaign sends the school a card (after its own yields)."""
         key = (campaign.id, school.id)
@@ -206,6 +215,18 @@ class PreviewEntry:
             "urgent": what.urgent,
             "lesson": self.lesson,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """One campaign as one school gets it (:meth:`CampaignRunner.render_for`)."""
+
+    firing: Firing
+    rendered: Rendered
+    scheduled: bool  # False: it sends the school nothing at ``firing.at`` (shown as if it did)
+    # Asked for one day (exact) on which the rules fire but the campaign yields: the campaigns whose
+    # card reaches the school instead (so ``scheduled`` is False).
+    gives_way_to: tuple[str, ...] = ()
 
 
 @dataclass
@@ -306,27 +327,70 @@ class CampaignRunner:
         return self.catalog.template(firing.campaign).render(ctx)
 
     def render_for(
-        self, campaign: Campaign, school: School, schools: Mapping[str, School], start: date, *, exact: bool
-    ) -> tuple[Firing, Rendered, bool]:
+        self,
+        campaign: Campaign,
+        school: School,
+        schools: Mapping[str, School],
+        start: date,
+        *,
+        exact: bool,
+        switches: Switches | None = None,
+    ) -> RenderResult:
         """One campaign as one school would get it (``bot campaigns render``, ``GET /api/campaigns/{id}/render``).
 
-        Its firing on ``start`` (``exact``) or its next one within a year; when there is none, as if on
-        ``start`` at 09:00 (the returned flag is False). A warnings-only campaign renders a sample warning.
-        Raises :class:`CampaignError` when the text does not render to valid card fields.
+        Its firing on ``start`` (``exact``) or its next one within a year, as the preview and the
+        scheduler see them: a day it gives way to another campaign (``yields_to``) is not its next
+        firing, and asked for exactly such a day the result says to which campaigns (``gives_way_to``).
+        When there is no firing, as if on ``start`` at 09:00 (``scheduled`` False). A warnings-only
+        campaign renders a sample warning. Raises :class:`CampaignError` when the text does not render
+        to valid card fields.
         """
+        switches = switches or Switches({})
         at = datetime(start.year, start.month, start.day, 9, 0, tzinfo=shanghai())
         scheduled = False
+        gives_way: tuple[str, ...] = ()
         if campaign.when is not None:
             calendar = self.catalog.calendar
             own = school.id if calendar.has_school_overrides(school.id) else None
-            found = campaign.when.firings(
-                calendar, start, start if exact else start + timedelta(days=366), school.region, own
-            )
-            if found:
-                at, scheduled = found[0], True
+            end = start if exact else start + timedelta(days=366)
+            found = campaign.when.firings(calendar, start, end, school.region, own)
+            yields = _Yields(self.catalog, switches, start, end)
+            if exact and found:
+                at = found[0]
+                gives_way = yields.giving_way(campaign, school, at.date()) if campaign.yields_to else ()
+                scheduled = not gives_way
+            elif found:
+                taken = yields.taken(campaign, school) if campaign.yields_to else _NO_DAYS
+                first = next((f for f in found if f.date() not in taken), None)
+                if first is not None:
+                    at, scheduled = first, True
         firing = Firing(f"render:{campaign.id}", campaign, at, school.district, school.region, (school.id,))
         alert = sample_alert() if campaign.when is None else None
-        return firing, self.render(firing, {**schools, school.id: school}, alert=alert), scheduled
+        rendered = self.render(firing, {**schools, school.id: school}, alert=alert)
+        return RenderResult(firing, rendered, scheduled, gives_way)
+
+    def giving_way(
+        self, campaign: Campaign, schools: Iterable[School], switches: Switches, day: date
+    ) -> dict[str, tuple[str, ...]]:
+        """Schools (id → the campaigns it yields to there) that ``campaign``'s rules reach on ``day`` but
+        that get nothing from it that day, because a campaign it yields to reaches them: as the plan."""
+        if campaign.when is None or not campaign.yields_to:
+            return {}
+        calendar = self.catalog.calendar
+        yields = _Yields(self.catalog, switches, day, day)
+        out: dict[str, tuple[str, ...]] = {}
+        for school in schools:
+            if not campaign.covers(school) or not switches.is_on(campaign, school):
+                continue
+            own = school.id if calendar.has_school_overrides(school.id) else None
+            try:
+                fires = campaign.when.firings(calendar, day, day, school.region, own)
+            except CalendarError:
+                continue
+            others = yields.giving_way(campaign, school, day) if fires else ()
+            if others:
+                out[school.id] = others
+        return out
 
     def draft(
         self,
