@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
@@ -15,6 +15,7 @@ from bot.campaigns.alerts import AlertService, parse_alert
 from bot.campaigns.calendar import Calendar
 from bot.campaigns.store import CampaignStore
 from bot.console.audit import AuditFilter
+from bot.console.views import slots
 from bot.console.views.campaigns import CALENDAR_DAYS, calendar_notes
 from bot.paths import ROOT
 from bot.roster.model import School
@@ -212,6 +213,42 @@ async def test_a_campaign_made_in_the_form_can_fire_on_a_weekday_and_give_way_to
     status, page, _ = await b.post("/console/campaigns/save", [*{**form, "id": "bad-yield"}.items(),
                                                               ("yields_to", "no-such-campaign")])  # fmt: skip
     assert status == 422 and "no-such-campaign" in page
+
+
+def upcoming_panel(page: str) -> str:
+    return page.split('id="upcoming"')[1].split("</article>")[0]
+
+
+async def test_the_dashboards_next_7_days_name_schools_without_a_calendar_to_those_who_manage_them(
+    world: World,
+) -> None:
+    await world.store.put_school(School("t-mars", "火星小学", "d1", "mars"))  # a region terms.toml lacks
+    slots.forget()  # the panel is kept a minute; the school was added behind the console's back
+    note = "火星小学所在的地区还没有校历，暂时收不到季节性安全提醒，请联系系统管理员添加。"
+    _, page, _ = await (await world.login("dadmin")).get("/console")
+    assert note in upcoming_panel(page)
+    _, page, _ = await (await world.login("dadmin")).get(f"/console?school={SCHOOL}")
+    assert "火星小学" not in page  # the panel of another school
+    for other in ("sadmin", "teacher32", "faradmin"):  # they do not manage it
+        _, page, _ = await (await world.login(other)).get("/console")
+        assert "火星小学" not in page, other
+
+
+async def test_the_dashboards_next_7_days_warn_when_those_days_fall_in_a_computed_year(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    today = clock.local(clock.now()).date()
+    computed = Calendar.load(ROOT).unofficial_years(range(today.year + 1, today.year + 4))
+    if not computed:  # pragma: no cover - once chinesecalendar carries the next three years
+        pytest.skip("no computed year ahead")
+    year = computed[0]
+    days_before = datetime(year - 1, 12, 28, 10, 0, tzinfo=clock.zone()).timestamp()
+    monkeypatch.setattr(clock, "now", lambda: days_before)  # the panel's 7 days reach into that year
+    note = f"{year}年的放假安排国家还没有公布，日历里的节假日是推算的，公布后提醒日期可能会有调整。"
+    for who in ("dadmin", "sadmin", "teacher32"):  # the dates every one of them sees may move
+        status, page, _ = await (await world.login(who)).get("/console")
+        panel = upcoming_panel(page)
+        assert status == 200 and note in panel and "overrides.toml" not in panel, who
 
 
 async def test_a_campaign_of_one_school_is_not_for_another_schools_admin(world: World) -> None:

@@ -17,9 +17,11 @@ from bot import clock
 from bot.roster.model import grade_of
 
 if TYPE_CHECKING:
+    from bot.campaigns.runner import CampaignRunner
     from bot.console.scope import Place
     from bot.console.web import Console, Viewer
     from bot.lessons.report import LessonReport
+    from bot.roster.model import School
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +70,32 @@ def _reaches(firing: Any, place: Place) -> bool:
 
 async def upcoming(c: Console, viewer: Viewer, place: Place, *, days: int) -> Upcoming:
     """The campaign notices that reach the place in the next ``days`` days: the scheduler's own plan
-    (``plan_firings``) for the place's schools only, rendered as the runner renders them."""
+    (``plan_firings``) for the place's schools only, rendered as the runner renders them; with the
+    calendar page's notes (``calendar_notes``) for those days: holidays that are computed, and the
+    schools without a calendar region among those the viewer manages."""
     runner = c.ctx.services.get("campaigns")
     if runner is None:
         return Upcoming(False)
-    key = f"up|{days}|{place.key}"
-    hit, value = _cached(key, UPCOMING_TTL)
-    if hit:
-        return value  # type: ignore[no-any-return]
-    from bot.campaigns.runner import plan_firings
+    from bot.console.views.campaigns import calendar_notes, manages_school
 
     now = clock.now()
+    start, end = clock.local(now).date(), clock.local(now + days * 86400).date()
+    key = f"up|{days}|{place.key}|{start}"
+    hit, value = _cached(key, UPCOMING_TTL)
+    if hit:
+        entries, mine = value
+    else:
+        entries, mine = await _upcoming_entries(runner, place, now, days)
+        _keep(key, (entries, mine))
+    managed = {sid: s for sid, s in mine.items() if manages_school(viewer.subject, s)}
+    return Upcoming(True, entries, calendar_notes(runner.catalog.calendar, start, end, managed))
+
+
+async def _upcoming_entries(
+    runner: CampaignRunner, place: Place, now: float, days: int
+) -> tuple[list[dict[str, Any]], dict[str, School]]:
+    from bot.campaigns.runner import plan_firings
+
     schools = await runner.roster.schools()
     mine = {sid: s for sid, s in schools.items()
             if s.district == place.district and (place.kind == "district" or sid in place.schools)}  # fmt: skip
@@ -91,9 +108,7 @@ async def upcoming(c: Console, viewer: Viewer, place: Place, *, days: int) -> Up
         what = firing.campaign.what
         entries.append({"at": firing.at, "name": firing.campaign.name, "title": runner.render(firing, schools).title,
                         "schools": len(firing.schools), "mode": what.mode, "urgent": what.urgent})  # fmt: skip
-    result = Upcoming(True, entries)
-    _keep(key, result)
-    return result
+    return entries, mine
 
 
 @dataclass
