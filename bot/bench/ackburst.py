@@ -40,8 +40,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="bot serve processes (default 2)")
     p.add_argument("--connections", type=int, default=64, help="callbacks in flight from WeChat (default 64)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of 确认 from other parents first, not counted")
-    p.add_argument("--max-rate", type=float, default=6000.0,
-                   help="most confirmations/s to seed parents for (each confirms once; default 6000)")  # fmt: skip
+    p.add_argument("--max-rate", type=float, default=10000.0,
+                   help="most confirmations/s to seed parents for (each confirms once; default 10,000)")  # fmt: skip
     p.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto")
 
 
