@@ -241,11 +241,12 @@ async def console(args: argparse.Namespace) -> Figures:
                             colds.append(cold)
                             p95s.append(p95)
                         if user == "bench-district":
-                            # the district's lesson rates read ~40,000 students' results: they follow the
-                            # page (console.js), so they are a figure of their own, not a page render
+                            # the district's lesson rates read every student's results: they follow the
+                            # page (console.js), and are held to the same 300 ms, cold
                             t = await _time(http, base + "/console/lessons/rates")
                             _progress(f"  {'district:/console/lessons/rates (after the page)':<60} cold {t:6.0f} ms")
-                            figures["district:/console/lessons/rates (after the page) cold"] = Figure(t, "ms")
+                            rates_name = "district:/console/lessons/rates (after the page) cold"
+                            figures[rates_name] = at_most(t, "ms", TARGET_MS)
             finally:
                 await runner.cleanup()
     head: Figures = {

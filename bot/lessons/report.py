@@ -23,10 +23,11 @@ a teacher's own classes in the chat (「学习情况」); no score of any child 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -211,6 +212,9 @@ def _class_order(cid: str) -> tuple[int, str]:
         return 99, cid
 
 
+_SCHOOLS_AT_ONCE = 8
+
+
 async def _active_students(redis: Redis, school: str, class_ids: list[str]) -> dict[str, dict[str, Student]]:
     async with redis.pipeline(transaction=False) as pipe:
         for cid in class_ids:
@@ -263,10 +267,8 @@ async def build_report(
     totals = Rates()
     by_topic = {t: Rates() for t in TOPICS}
     by_district: dict[str, DistrictRates] = {}
-    for school_id in sorted(wanted, key=lambda s: (schools[s].district if s in schools else "", s)):
-        info = schools.get(school_id)
-        if info is None:
-            continue
+
+    async def fetch(school_id: str) -> tuple[list[str], dict[str, dict[str, Student]], dict[str, Any]]:
         chosen = wanted[school_id]
         known = await roster.classes(school_id)
         if chosen is not None and class_id and class_id not in known:
@@ -274,6 +276,19 @@ async def build_report(
         class_ids = sorted(chosen if chosen is not None else known, key=_class_order)
         members = await _active_students(redis, school_id, class_ids)
         results = await store.results_many(school_id, [sid for cid in class_ids for sid in members[cid]])
+        return class_ids, members, results
+
+    order = [s for s in sorted(wanted, key=lambda s: (schools[s].district if s in schools else "", s)) if s in schools]
+
+    async def in_order() -> AsyncIterator[tuple[str, tuple[list[str], dict[str, dict[str, Student]], dict[str, Any]]]]:
+        # a few schools at a time: Redis answers one while this process reads the replies of another
+        for i in range(0, len(order), _SCHOOLS_AT_ONCE):
+            chunk = order[i : i + _SCHOOLS_AT_ONCE]
+            for item in zip(chunk, await asyncio.gather(*(fetch(s) for s in chunk)), strict=True):
+                yield item
+
+    async for school_id, (class_ids, members, results) in in_order():
+        info = schools[school_id]
         s_rates = SchoolRates(school_id, info.name, info.district)
         for cid in class_ids:
             c_rates = ClassRates(school_id, cid)
