@@ -83,3 +83,18 @@ def test_ack_burst_bench_counts_every_confirmation_it_answered() -> None:
     assert f["lost"]["met"] and f["errors"]["met"] and f["status_5xx"]["met"] and f["pool_wrapped"]["met"]
     assert f["confirmations_per_second"]["target"] == "≥ 2,000 /s"
     assert value(result, "serve_workers") == 2
+
+
+def test_ack_burst_lowest_window_covers_only_the_burst() -> None:
+    """The lowest 5-s rate is taken while confirmations arrive: not over the seconds before the load
+    generator starts sending (wrk reads its requests first) or after it has stopped."""
+    from bot.bench.ackburst import _lowest_rate
+
+    idle_before = [(t * 0.5, 100) for t in range(8)]  # 4 s of nothing yet
+    burst = [(4.0 + t * 0.5, 100 + 1000 * t) for t in range(1, 21)]  # 10 s at 2,000/s
+    idle_after = [(14.0 + t * 0.5, 20_100) for t in range(1, 4)]
+    assert _lowest_rate(idle_before + burst + idle_after) == 2000.0
+    # a real dip inside the burst is seen
+    dipped = [(t, c if t < 8.0 else c - 6000) for t, c in burst[:8]] + [(t, c - 6000) for t, c in burst[8:]]
+    assert _lowest_rate(idle_before + dipped) < 2000.0
+    assert _lowest_rate(idle_before) == 0.0

@@ -159,19 +159,28 @@ async def _sample(r: Redis, notice_id: str, out: list[tuple[float, int]]) -> Non
 
 
 def _lowest_rate(samples: list[tuple[float, int]], window: float = 5.0) -> float:
-    """The lowest confirmations/s over any ``window`` seconds of the run (after its first second)."""
-    if len(samples) < 2:
+    """The lowest confirmations/s over any ``window`` seconds while the burst ran.
+
+    The burst runs from the first sample that shows a new confirmation to the last one that does:
+    the samples before it are the load generator still loading its requests (wrk reads hundreds of
+    thousands of them first: seconds), the ones after it the generator gone. Windows wholly inside.
+    """
+    moved = [i for i in range(1, len(samples)) if samples[i][1] > samples[i - 1][1]]
+    if not moved:
         return 0.0
-    start = samples[0][0] + 1.0
+    # the first and last half-second steps that moved may hold only part of the burst: left out
+    first, last = moved[0], max(moved[0], moved[-1] - 1)
     lowest = float("inf")
-    for i, (t0, c0) in enumerate(samples):
-        if t0 < start:
-            continue
-        for t1, c1 in samples[i + 1 :]:
+    for i in range(first, last + 1):
+        t0, c0 = samples[i]
+        for t1, c1 in samples[i + 1 : last + 1]:
             if t1 - t0 >= window:
                 lowest = min(lowest, (c1 - c0) / (t1 - t0))
                 break
-    return 0.0 if lowest == float("inf") else lowest
+    if lowest == float("inf"):  # a burst shorter than the window: its whole rate
+        (t0, c0), (t1, c1) = samples[first], samples[last]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+    return lowest
 
 
 def _figures(args: argparse.Namespace, load: LoadResult, samples: list[tuple[float, int]], confirmed: int,
