@@ -19,6 +19,7 @@ from bot.roster.authz import (
     StudentObj,
     Subject,
     can,
+    may_list_missing,
 )
 from bot.roster.model import ChildRef, TeachRef, Who
 
@@ -63,6 +64,8 @@ SUBJECTS: dict[str, Subject] = {
     "district admin d2": Subject("district_admin", district=D2),
 }
 
+# Administrators may do everything in their scope but confirm (families only) and see, by name, who has
+# not confirmed (list_missing: the class teacher only; administrators get the counts).
 ALL_BUT_CONFIRM = {"view", "manage", "approve", "send", "send_urgent"}
 PARENT_NOTICES = ["notice to X", "urgent notice to X", "notice to grade 3 of s1", "notice to s1", "notice to d1"]
 
@@ -71,7 +74,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "parent of a": {"student a (s1 X)": {"view", "confirm"}, **{n: {"view", "confirm"} for n in PARENT_NOTICES}},
     "class teacher of X": {
         "student a (s1 X)": {"view", "manage", "approve"},
-        "class X": {"view", "manage", "approve"},
+        "class X": {"view", "manage", "approve", "list_missing"},
         "notice to X": {"view", "send"},
         "urgent notice to X": {"view"},
         "report X": {"view"},
@@ -85,7 +88,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     },
     "class teacher of Y": {
         "student b (s1 Y)": {"view", "manage", "approve"},
-        "class Y": {"view", "manage", "approve"},
+        "class Y": {"view", "manage", "approve", "list_missing"},
         "notice to Y": {"view", "send"},
     },
     "school admin s1": {
@@ -138,3 +141,15 @@ def test_a_parent_who_is_also_a_teacher_keeps_both_rights() -> None:
     assert can(both, "confirm", OBJECTS["notice to Y"])
     assert can(both, "send", OBJECTS["notice to X"])
     assert not can(both, "send", OBJECTS["notice to Y"])
+
+
+def test_only_the_class_teacher_may_list_who_has_not_confirmed() -> None:
+    """The names of non-confirming families go to that class's 班主任; everyone else who may view
+    the class (a subject teacher, the school's and the district's administrators) gets counts."""
+    for name, subject in SUBJECTS.items():
+        assert may_list_missing(subject, D, S, X) == (name == "class teacher of X"), name
+        assert may_list_missing(subject, D, S, Y) == (name == "class teacher of Y"), name
+    viewers = ["class teacher of X", "subject teacher of X", "school admin s1", "district admin d1"]
+    assert [n for n in SUBJECTS if can(SUBJECTS[n], "view", OBJECTS["class X"])] == viewers
+    both = Subject.from_who("oP", Who(children=(ChildRef(S, X, "a", "m"),), teaches=(TeachRef(S, Y, "s"),)), DISTRICTS)
+    assert not may_list_missing(both, D, S, X) and not may_list_missing(both, D, S, Y)  # a parent, a subject teacher

@@ -10,8 +10,16 @@ The rules, briefly:
 - parent: view and confirm for their own children only; never a class list or a report.
 - teacher: view students, class and reports of classes they teach; the class teacher also manages
   bindings, approves them and sends (non-urgent) notices to that class.
-- school admin: everything inside the school, urgent notices included (but confirming: families only).
+- school admin: everything inside the school, urgent notices included (but confirming: families only;
+  and the names of who has not confirmed: the class teacher only, below).
 - district admin: everything inside the district (likewise).
+
+Who has not confirmed a notice, by name (``list_missing`` on a class): that class's class teacher
+(班主任, role "c") only. The product's privacy rule is "reminders are private, lists go only to that
+class's teacher", so a subject teacher of the class, a school admin and a district admin, who may
+all *view* the class, see how many students are not confirmed and why (counts by reason), never who.
+Every place that shows the names asks :func:`may_list_missing`: the console's missing page and CSV,
+the JSON API's ``/missing``, the chat's 未确认, and the H5 class list opened from the teacher's card.
 """
 
 from __future__ import annotations
@@ -22,8 +30,8 @@ from typing import Literal
 
 from bot.roster.model import Who, grade_of
 
-Action = Literal["view", "confirm", "manage", "approve", "send", "send_urgent"]
-ACTIONS: tuple[Action, ...] = ("view", "confirm", "manage", "approve", "send", "send_urgent")
+Action = Literal["view", "confirm", "manage", "approve", "send", "send_urgent", "list_missing"]
+ACTIONS: tuple[Action, ...] = ("view", "confirm", "manage", "approve", "send", "send_urgent", "list_missing")
 Role = Literal["anonymous", "parent", "teacher", "school_admin", "district_admin"]
 
 
@@ -117,6 +125,9 @@ def can(subject: Subject, action: Action, obj: Obj) -> bool:
         return False
     if action == "confirm":  # only a family confirms, never on someone's behalf
         return _parent_can(subject, action, obj)
+    if action == "list_missing":  # names of families who have not confirmed: the class teacher only
+        led = _classes_of_teacher(subject, class_teacher=True) if subject.role == "teacher" else set()
+        return isinstance(obj, ClassObj) and (obj.school, obj.class_id) in led
     if subject.role == "district_admin":
         return _district_of(obj) == {subject.district}
     if subject.role == "school_admin":
@@ -124,6 +135,13 @@ def can(subject: Subject, action: Action, obj: Obj) -> bool:
     if subject.role == "teacher":
         return _teacher_can(subject, action, obj) or _parent_can(subject, action, obj)
     return _parent_can(subject, action, obj)
+
+
+def may_list_missing(subject: Subject, district: str, school: str, class_id: str) -> bool:
+    """Whether ``subject`` may see, by name, the class's students whose families have not confirmed.
+
+    Everyone else who may view the class gets counts by reason in its place."""
+    return can(subject, "list_missing", ClassObj(district, school, class_id))
 
 
 def _district_of(obj: Obj) -> set[str]:
