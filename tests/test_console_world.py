@@ -3,7 +3,8 @@
 Two districts; in d1 the school t-s1 with classes 3-2 (王小明, 李小红) and 3-3 (赵小刚), and t-s2; in
 d2 the school t-x1. Parents bound through the roster store; a WeChat teacher bound to 3-2; console
 accounts for every role: ``dadmin`` (district d1), ``sadmin`` (school t-s1), ``teacher32`` (class
-teacher of 3-2), ``teacher33`` (class teacher of 3-3: "a teacher of another class"). Browsers are
+teacher of 3-2), ``subject32`` (a subject teacher of 3-2: may look, not manage, and sees counts where
+the class teacher sees names), ``teacher33`` (class teacher of 3-3: "a teacher of another class"). Browsers are
 aiohttp sessions with their own cookie jars, talking to the real app over HTTP; WeChat is the emulator.
 """
 
@@ -38,7 +39,8 @@ SCHOOL, OTHER_SCHOOL, FAR_SCHOOL = "t-s1", "t-s2", "t-x1"
 CLASS, OTHER_CLASS = "3-2", "3-3"
 MUM, DAD, AUNT, OTHER_PARENT, NEWCOMER = "oMum_0001", "oDad_0002", "oAunt_0003", "oOther_0005", "oNew_0006"
 TEACHER_WX, PARENT_ONLY = "oTeach_0007", "oParent_0008"
-ROLES = ("anonymous", "teacher33", "teacher32", "sadmin", "dadmin")  # other class, teacher, school, district
+# other class, class teacher, subject teacher, school, district
+ROLES = ("anonymous", "teacher33", "teacher32", "subject32", "sadmin", "dadmin")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -153,6 +155,8 @@ async def build_world(config: Config, redis: Redis, emulator: Any, aiohttp_serve
     await accounts.create("sadmin", PASSWORD, "school_admin", district="d1", school=SCHOOL)
     await accounts.create("teacher32", PASSWORD, "teacher", district="d1", school=SCHOOL,
                           classes=(TeachRef(SCHOOL, CLASS, "c"),))  # fmt: skip
+    await accounts.create("subject32", PASSWORD, "teacher", district="d1", school=SCHOOL,
+                          classes=(TeachRef(SCHOOL, CLASS, "s"),))  # fmt: skip
     await accounts.create("teacher33", PASSWORD, "teacher", district="d1", school=SCHOOL,
                           classes=(TeachRef(SCHOOL, OTHER_CLASS, "c"),))  # fmt: skip
     await accounts.create("faradmin", PASSWORD, "district_admin", district="d2")
@@ -170,7 +174,7 @@ async def world(config: Config, redis: Redis, emulator: Any, aiohttp_server: Any
 
 async def test_every_role_of_the_world_signs_in_and_sees_its_own_scope(world: World) -> None:
     expected = {"dadmin": "d1（全区）", "sadmin": "平安路小学", "teacher32": "三年级（2）班",
-                "teacher33": "三年级（3）班"}  # fmt: skip
+                "subject32": "三年级（2）班", "teacher33": "三年级（3）班"}  # fmt: skip
     for username, label in expected.items():
         b = await world.login(username)
         status, text, _ = await b.get("/console")

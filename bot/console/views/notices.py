@@ -1,6 +1,12 @@
 """Notices in the console: the list, writing one (live card-length checks, card and page preview),
 sending it, its live status, the students without a confirmation and why, CSV exports.
 
+Who has not confirmed, by name, is shown only to that class's class teacher
+(``authz.may_list_missing``): anyone else who may view the class (a subject teacher, the school's
+or the district's administrator) gets the same page with counts by reason and a note that the list
+is the class teacher's, and ``missing.csv`` (a list of names, nothing else) answers them 403; the
+counts by reason are in ``report.csv``'s ``missing_*`` columns.
+
 Input becomes a notice exactly as through the JSON API: ``draft_from_json`` (validation, field by
 field), ``may_send`` and ``check_audience``, then ``NoticeService.submit`` (authorization again,
 idempotent creation, planning). The preview form carries an idempotency key, so pressing 发送 twice
@@ -30,14 +36,14 @@ from bot.console.scope import (
     taught,
 )
 from bot.console.stats import LARGE, LIVE_TTL, NoticeStats, SchoolTotals, funnel_rows, visible
-from bot.console.web import CONSOLE, FORM, PREFIX, Console, Viewer, forbidden, not_found, redirect
+from bot.console.web import CONSOLE, FORM, PREFIX, Console, Viewer, forbidden, message, not_found, redirect
 from bot.delivery.cards import CardSender
 from bot.notices import report
 from bot.notices.api import check_audience, draft_from_json, idempotency_key, may_send, notice_json
 from bot.notices.model import CARD_FIELD_MAX, Draft, Notice, NoticeError
 from bot.notices.pages import Child
 from bot.notices.service import REASONS
-from bot.roster.authz import NoticeObj, Scope, can
+from bot.roster.authz import NoticeObj, Scope, can, may_list_missing
 from bot.roster.chat import directory
 from bot.roster.model import class_label, grade_label
 from bot.web import pages
@@ -46,6 +52,8 @@ FIELD_LABELS = {"title": "标题", "sender": "发送方", "body": "正文", "aud
                 "question": "问题", "deadline": "截止时间", "urgent": "紧急", "lesson": "安全课",
                 "idempotency_key": "表单"}  # fmt: skip
 MODE_LABELS = {"none": "无需确认", "confirm": "确认已读", "understand": "确认并答题"}
+# Where the names would be, for anyone but the class teacher (authz.may_list_missing).
+LIST_NOTE = "名单仅班主任可见：为保护孩子和家庭的隐私，这里只显示人数和原因。如需跟进，请与本班班主任沟通。"
 
 
 def _csv(text: str, filename: str) -> web.Response:
@@ -391,38 +399,44 @@ async def notice_status(request: web.Request, viewer: Viewer) -> web.StreamRespo
     return web.json_response(body, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
 
-async def _one_class(request: web.Request, viewer: Viewer) -> tuple[Console, Notice | None, Any]:
+async def _one_class(request: web.Request, viewer: Viewer) -> tuple[Console, Notice | None, Any, bool]:
+    """The notice, one class's report (False: may not view the class; None: not found), and whether
+    the viewer may see that class's non-confirmers by name."""
     c, notice, _ = await _notice(request, viewer)
     school, cid = request.query.get("school", ""), request.query.get("class", "")
     if notice is None or not SCHOOL_RE.match(school) or not CLASS_RE.match(cid):
-        return c, None, None
+        return c, None, None, False
     district = (await directory(c.roster)).districts.get(school, "")
     if not may_view(viewer.subject, district, school, cid):
-        return c, notice, False
+        return c, notice, False, False
     if (school, cid) not in await c.notices.planned_classes(notice):
-        return c, None, None
+        return c, None, None, False
     [class_report] = await c.notices.class_reports(notice, classes=[(school, cid)])
-    return c, notice, class_report
+    return c, notice, class_report, may_list_missing(viewer.subject, district, school, cid)
 
 
 async def missing_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    c, notice, class_report = await _one_class(request, viewer)
+    c, notice, class_report, names_shown = await _one_class(request, viewer)
     if class_report is False:
         return forbidden(viewer)
     if notice is None or class_report is None:
         return not_found(viewer)
     names = (await directory(c.roster)).names
-    return c.page(viewer, "missing.html", nav="notices", title="未确认名单", notice=notice, report=class_report,
-                  school_name=names.get(class_report.school, class_report.school), reasons=REASONS,
-                  counts=report.missing_counts(class_report))  # fmt: skip
+    return c.page(viewer, "missing.html", nav="notices", title="未确认名单" if names_shown else "未确认情况",
+                  notice=notice, report=class_report, school_name=names.get(class_report.school, class_report.school),
+                  reasons=REASONS, counts=report.missing_counts(class_report), names_shown=names_shown,
+                  list_note=LIST_NOTE)  # fmt: skip
 
 
 async def missing_csv(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    _, notice, class_report = await _one_class(request, viewer)
+    _, notice, class_report, names_shown = await _one_class(request, viewer)
     if class_report is False:
         return forbidden(viewer)
     if notice is None or class_report is None:
         return not_found(viewer)
+    if not names_shown:  # a list of names and nothing else: the class teacher's (counts are in report.csv)
+        why = "为保护孩子和家庭的隐私，未确认学生的名单只给本班班主任。"
+        return message(403, "名单仅班主任可见", why, "各班未确认的人数和原因，可在通知页导出报表 CSV。", viewer=viewer)
     return _csv(report.missing_csv([class_report]), f"notice-{notice.id}-{class_report.class_id}-missing.csv")
 
 
