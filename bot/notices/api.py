@@ -11,8 +11,12 @@
     GET  /api/notices/{id}/report          funnel per class, per school and in total (?format=csv,
                                            ?school=S, ?class=C)
     GET  /api/notices/{id}/missing?school=S&class=C
-                                           the class's students without a confirmation and why
-                                           (?format=csv): the only answer with names
+                                           the class's students without a confirmation: how many
+                                           (``count``) and why (``by_reason``). Names (``missing``,
+                                           and ?format=csv) only for that class's class teacher
+                                           (``authz.may_list_missing``); API tokens act as school
+                                           or district admins, so they get the counts with
+                                           ``names_shown: false`` and ``note``, and 403 for the CSV
 
 Reports are scoped: a caller sees the classes they may view (``authz.can(view, ReportObj)``), so a
 school admin sees only their school's part of a district notice, and its totals are that part's.
@@ -34,7 +38,7 @@ from bot import clock
 from bot.notices import report
 from bot.notices.model import MODES, Draft, FollowUp, Notice, NoticeError, Question
 from bot.notices.service import NoticeService, Plan
-from bot.roster.authz import NoticeObj, ReportObj, Scope, Subject, can
+from bot.roster.authz import NoticeObj, ReportObj, Scope, Subject, can, may_list_missing
 from bot.roster.model import grade_of
 from bot.roster.store import RosterStore
 from bot.store import keys
@@ -448,9 +452,15 @@ async def notice_missing(request: web.Request) -> web.Response:
         raise invalid("class" if request.query.get("school") else "school", "give ?school=S&class=C: one class")
     classes = await _wanted_classes(request, notice)
     [class_report] = await request.app[NOTICES].class_reports(notice, classes=classes)
+    districts = {sid: s.district for sid, s in (await request.app[ROSTER].schools()).items()}
+    school, class_id = class_report.school, class_report.class_id
+    names = may_list_missing(subject(request), districts.get(school, ""), school, class_id)
     if request.query.get("format") == "csv":
-        return _csv_response(report.missing_csv([class_report]), f"notice-{notice.id}-{class_report.class_id}.csv")
-    return json_response({"notice": report.notice_summary(notice), **report.missing_json(class_report)})
+        if not names:  # the CSV is the list of names and nothing else; the counts are in /report
+            why = "names of families who have not confirmed go only to the class teacher; the counts by reason"
+            raise ApiError(403, why + " are in this answer without ?format=csv, and in /report")
+        return _csv_response(report.missing_csv([class_report]), f"notice-{notice.id}-{class_id}.csv")
+    return json_response({"notice": report.notice_summary(notice), **report.missing_json(class_report, names=names)})
 
 
 def _csv_response(text: str, filename: str) -> web.Response:

@@ -5,8 +5,10 @@ percentage is of reachable guardians) → confirmed → understood (students; th
 targeted students). A student counts as confirmed once, whichever guardian confirmed.
 
 Exports carry no more than needed: counts only, never an openid. Student names appear only in one
-class's missing list (:func:`missing_csv`, :func:`missing_json`, :func:`render_missing`), which the
-callers give only to a scope that may view that class.
+class's missing list (:func:`missing_csv`, :func:`missing_json` with ``names=True``,
+:func:`render_missing`), which the callers give only to that class's class teacher
+(``authz.may_list_missing``), and to the operator on the server who asks for it by name
+(``bot report notice --missing``); everyone else who may view the class gets counts by reason.
 
 CSV files are UTF-8 with a byte-order mark (so Excel opens the Chinese correctly); a text cell that
 starts like a formula (``= + - @``) is prefixed with ``'`` so a spreadsheet never evaluates it.
@@ -152,16 +154,29 @@ def report_json(report: Report) -> dict[str, Any]:
     }
 
 
-def missing_json(c: ClassReport) -> dict[str, Any]:
-    return {
+# Where the names would be, for anyone but the class teacher.
+LIST_NOTE = "名单仅班主任可见"
+
+
+def missing_json(c: ClassReport, *, names: bool) -> dict[str, Any]:
+    """One class's students without a confirmation: how many and why; by name only if ``names``
+    (the class teacher: ``authz.may_list_missing``), else a note where the list would be."""
+    body: dict[str, Any] = {
         "school": c.school,
         "class_id": c.class_id,
         "label": c.label,
-        "missing": [
+        "count": len(c.missing),
+        "by_reason": missing_counts(c),
+        "names_shown": names,
+    }
+    if names:
+        body["missing"] = [
             {"student_id": sid, "name": name, "reason": reason, "reason_label": REASONS.get(reason, reason)}
             for sid, name, reason in c.missing
-        ],
-    }
+        ]
+    else:
+        body["note"] = LIST_NOTE
+    return body
 
 
 # -- CSV -----------------------------------------------------------------------------------------
