@@ -447,8 +447,22 @@ async def test_the_teacher_asks_who_has_not_confirmed_and_sees_reasons_privately
     await world.notices.opened(notice.id, g)
     reply = await world.say(world.teacher, "未确认")
     assert "已确认0/3" in reply and "李小红：已查看未确认" in reply and "张伟：未绑定" in reply
-    assert "仅您可见" in reply
+    assert "仅您可见" in reply and "名单仅班主任可见" not in reply
     assert "仅供班主任" in await world.say(g, "未确认")
+
+
+async def test_a_subject_teacher_asks_who_has_not_confirmed_and_gets_counts_without_names(world: World) -> None:
+    """The privacy rule: names go only to the class teacher; a subject teacher of the class sees how many and why."""
+    notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
+    await world.drain()
+    await world.notices.opened(notice.id, world.parents["20260302"][0])
+    [subject_teacher] = await world.em.create_followers(1)
+    code = await world.store.create_teacher_invite(SCHOOL, [CLASS], "s", 3600)
+    assert await world.store.redeem_teacher_invite(code, subject_teacher)
+    reply = await world.say(subject_teacher, "未确认")
+    assert "已确认0/3" in reply and "已查看未确认：1人" in reply and "未绑定：1人" in reply, reply
+    assert "名单仅班主任可见" in reply and "仅您可见" not in reply
+    assert not any(name in reply for name in ("王小明", "李小红", "张伟")), reply
 
 
 async def test_concurrent_creations_with_one_key_give_one_notice(world: World) -> None:

@@ -1,4 +1,8 @@
-"""Notices in the chat: delivery reports from WeChat, 确认 by parents, 发通知 and 未确认 for teachers."""
+"""Notices in the chat: delivery reports from WeChat, 确认 by parents, 发通知 and 未确认 for teachers.
+
+未确认 names the students whose families have not confirmed only to the class teacher of that class
+(``authz.may_list_missing``); a subject teacher gets, for that class, how many and why.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from bot.chat.state import ChatState
 from bot.chat.texts import Texts
 from bot.config import Config
 from bot.notices.model import CARD_FIELD_MAX, Draft, Notice, NoticeError, Question, card_text
+from bot.notices.report import missing_counts
 from bot.notices.service import REASONS, NoticeService
 from bot.roster import authz
 from bot.roster.authz import Scope
@@ -122,7 +127,7 @@ async def _latest_for_classes(
 
 
 @router.handler(Command("未确认", "未确认名单", "谁没确认"))
-async def missing(notices: NoticeService, store: RosterStore, who: Who, texts: Texts) -> str:
+async def missing(notices: NoticeService, store: RosterStore, openid: str, who: Who, texts: Texts) -> str:
     if not who.is_teacher:
         return texts.render("roster/not_teacher")
     classes = {(t.school, t.class_id) for t in who.teaches}
@@ -130,15 +135,22 @@ async def missing(notices: NoticeService, store: RosterStore, who: Who, texts: T
     notice = await _latest_for_classes(notices, classes, districts)
     if notice is None:
         return texts.render("notices/missing", reports=[], title="")
+    subject = authz.Subject.from_who(openid, who, districts)
     reports = await notices.class_reports(notice, classes=sorted(classes))
     rows = []
     budget = MISSING_ROWS
     for r in reports:
-        shown = [{"name": name, "reason": REASONS[reason]} for _sid, name, reason in r.missing[:budget]]
-        budget -= len(shown)
-        rows.append({"label": r.label, "confirmed": r.funnel.confirmed, "targeted": r.funnel.targeted,
-                     "missing": shown, "more": len(r.missing) - len(shown)})  # fmt: skip
-    return texts.render("notices/missing", reports=rows, title=notice.draft.title)
+        row = {"label": r.label, "confirmed": r.funnel.confirmed, "targeted": r.funnel.targeted}
+        if authz.may_list_missing(subject, districts.get(r.school, ""), r.school, r.class_id):
+            shown = [{"name": name, "reason": REASONS[reason]} for _sid, name, reason in r.missing[:budget]]
+            budget -= len(shown)
+            row.update(names=True, missing=shown, more=len(r.missing) - len(shown))
+        else:  # a subject teacher: how many and why, never who
+            counts = [{"reason": REASONS.get(code, code), "count": n} for code, n in missing_counts(r).items() if n]
+            row.update(names=False, counts=counts, total=len(r.missing))
+        rows.append(row)
+    return texts.render("notices/missing", reports=rows, title=notice.draft.title,
+                        any_names=any(row["names"] for row in rows))  # fmt: skip
 
 
 # -- teachers: 发通知, step by step --------------------------------------------------------------
