@@ -51,6 +51,7 @@ CLASS_TEACHER, SUBJECT_TEACHER, OTHER_TEACHER, TEACHER2 = "oTeachC_01", "oTeachS
 EVERYONE = [MUM, DAD, AUNT, GRAN, GONE, LOST, OTHER_PARENT, STRANGER, CLASS_TEACHER, SUBJECT_TEACHER, OTHER_TEACHER]
 PRIVATE = "请私下联系家长，不要在班级群公布名单"
 REFUSED = "这份名单只给本班老师看"
+LIST_NOTE = "名单仅班主任可见"
 
 
 @dataclass
@@ -190,10 +191,21 @@ async def test_the_class_teacher_signs_in_and_sees_who_has_not_confirmed_and_why
     assert again.status == 200 and [urlsplit(h).path for h in again.hops] == ["/_emulator/browse"]
 
 
-async def test_a_subject_teacher_of_the_class_sees_the_list_too(world: World) -> None:
+async def test_a_subject_teacher_of_the_class_sees_counts_by_reason_and_no_name(world: World) -> None:
+    """The privacy rule: the names go to the class teacher only; a subject teacher of the class sees the
+    class's progress and how many families have not confirmed, and why, with a note in the list's place."""
     notice = await world.notice()
     page = await world.open(SUBJECT_TEACHER, f"/n/{notice.id}/class/{SCHOOL}/{CLASS}")
-    assert page.status == 200 and "李小红" in page.group("已查看未确认") and PRIVATE in page.text
+    assert page.status == 200 and "平安路小学 三年级（2）班" in page.text
+    assert "还有 5 名学生的家长未确认" in page.text and LIST_NOTE in page.text
+    steps = {label: page.count(label) for label in ("应通知", "已送达", "已查看", "已确认")}
+    assert steps == {"应通知": 6, "已送达": 3, "已查看": 2, "已确认": 1}
+    by_reason = {label: page.count(label) for label in ("已查看未确认", "未查看", "已取消关注", "未送达", "未绑定")}
+    assert by_reason == {"已查看未确认": 1, "未查看": 1, "已取消关注": 1, "未送达": 1, "未绑定": 1}
+    for secret in [*STUDENTS.values(), *STUDENTS, "&lt;b&gt;周", *EVERYONE, PRIVATE]:
+        assert secret not in page.text, secret
+    mine = await world.open(CLASS_TEACHER, f"/n/{notice.id}/class/{SCHOOL}/{CLASS}")
+    assert "李小红" in mine.group("已查看未确认") and LIST_NOTE not in mine.text  # the class teacher: names
 
 
 async def test_anyone_else_is_refused_kindly_and_sees_no_name(world: World) -> None:

@@ -4,9 +4,10 @@
 silent) and comes back through ``GET /oauth/callback``, which sets the cookie. Only a guardian of a
 student the notice addresses sees it; anyone else gets a kind refusal and none of its content.
 ``POST /n/{id}/confirm``: the form, with a CSRF token bound to the session and the notice.
-``GET /n/{id}/class/{school}/{class}``: the class's list of students without a confirmation, for
-the teachers of that class only (the link in the class teacher's private card after the last
-reminder); same sign-in, same refusal for anyone else, and no name ever reaches anyone else.
+``GET /n/{id}/class/{school}/{class}``: the class's progress and its students without a
+confirmation (the link in the class teacher's private card after the last reminder). The names go
+to the class teacher only (``authz.may_list_missing``); a subject teacher of the class sees the same
+page with how many and why in their place; anyone else gets a kind refusal and nothing of it.
 Every answer is a page in Chinese with a next step; nothing shows a traceback.
 """
 
@@ -29,7 +30,7 @@ from redis.exceptions import RedisError
 from bot import clock
 from bot.notices.model import CONFIRMED, UNDERSTOOD, Notice, Record
 from bot.notices.service import REASONS, ClassReport, NoticeService
-from bot.roster.authz import ClassObj, Subject, can
+from bot.roster.authz import ClassObj, Subject, can, may_list_missing
 from bot.roster.model import Who, class_label
 from bot.store import keys
 from bot.web import pages
@@ -103,7 +104,7 @@ def class_refused() -> web.Response:
     return pages.message(
         403,
         "这份名单只给本班老师看",
-        "为保护每个家庭的隐私，只有这个班的老师可以查看未确认名单。",
+        "为保护每个家庭的隐私，只有这个班的老师可以查看未确认情况，名单仅班主任可见。",
         "如果您是这个班的老师，请先在公众号对话中用学校给的邀请码绑定班级，再从消息卡片点开。",
         icon="🔒",
     )
@@ -199,6 +200,14 @@ def missing_groups(report: ClassReport) -> list[Missing]:
     return [
         Missing(REASONS.get(r, "未确认"), REASON_HINTS.get(r, ""), tuple(by_reason[r])) for r in order if r in by_reason
     ]
+
+
+def missing_counts(report: ClassReport) -> list[tuple[str, int]]:
+    """How many students without a confirmation for each reason (REASONS' order), and no name: what
+    a subject teacher of the class sees where the class teacher sees :func:`missing_groups`."""
+    counts = Counter(reason for _sid, _name, reason in report.missing)
+    order = [*REASONS, *sorted(set(counts) - set(REASONS))]
+    return [(REASONS.get(r, "未确认"), counts[r]) for r in order if counts[r]]
 
 
 def class_key(school: str, class_id: str) -> str:
@@ -430,7 +439,7 @@ class NoticePages:
             return not_found()
         return pages.redirect(back, status=303)  # no_confirmation: the page says nothing is needed
 
-    # -- a class's list, for its teachers ---------------------------------------------------------
+    # -- a class's list, for its teachers (names: the class teacher's) -----------------------------
     async def class_list(self, request: web.Request) -> web.StreamResponse:
         notice_id = request.match_info["id"]
         school, class_id = request.match_info["school"], request.match_info["class_id"]
@@ -462,6 +471,7 @@ class NoticePages:
         report = reports[0]
         draft = notice.draft
         now = clock.now()
+        names = may_list_missing(subject, district, school, class_id)  # else counts by reason
         context: dict[str, Any] = {
             "notice": draft,
             "mode": draft.mode,
@@ -471,7 +481,9 @@ class NoticePages:
             "class_label": report.label,
             "steps": class_steps(report, draft.mode),
             "missing": len(report.missing),
-            "groups": missing_groups(report) if draft.mode != "none" else [],
+            "names": names,
+            "groups": missing_groups(report) if draft.mode != "none" and names else [],
+            "counts": missing_counts(report) if draft.mode != "none" and not names else [],
             "updated": _when(now),
         }
         return pages.render("class_list.html", **context)
