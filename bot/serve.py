@@ -17,7 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from yarl import URL
 
 from bot.app import CALLBACK_KEY, create_app
 from bot.config import Config, dump_toml
@@ -48,95 +49,154 @@ async def wait_for_signal() -> None:
 # A burst of callbacks opens many connections at once: a short accept queue drops them, and TCP
 # retries after 1 s, 3 s... (the kernel caps this at net.core.somaxconn).
 BACKLOG = 4096
-# accept() errors that mean "not now" (out of descriptors or memory, a client gone already): the
-# connection waits in the queue, and the next readiness tries again
-_ACCEPT_LATER = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPERM}
+# accept() errors that mean "out of descriptors or memory": the connection stays in the queue, so
+# the socket stays readable and a level-triggered reader would be called again on every loop turn
+# (a core spinning, a warning per turn). The socket is left unwatched this long instead (asyncio's
+# own accept loop does the same, for the same errors and with the same delay).
+_ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_RETRY_DELAY = 1.0
+# On shutdown, how long connections already accepted may take to reach aiohttp (which then closes
+# them gracefully): a hand-over takes a loop turn or two.
+HANDOVER_TIMEOUT = 1.0
 
 
 class _Listener:
-    """What aiohttp's runner expects of a site's server: its sockets, and ``close``."""
+    """The listening sockets and their accept loop; what aiohttp's runner expects of a site's
+    server (``sockets``, ``close``)."""
 
-    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        self.sockets = [sock]
-        self._loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, factory: Callable[[], Any], backlog: int) -> None:
+        self.sockets: list[socket.socket] = []
+        self._loop, self._factory, self._backlog = loop, factory, backlog
+        # connections accepted, not yet handed to aiohttp: their task -> their socket
+        self._handing: dict[asyncio.Task[Any], socket.socket] = {}
+        self._paused: dict[int, asyncio.TimerHandle] = {}
+
+    def listen(self, sock: socket.socket) -> None:
+        self.sockets.append(sock)
+        self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(self._backlog):
+            try:
+                conn, _address = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError, PermissionError):
+                # queue empty, or that one client gone (or refused by the firewall): the reader
+                # is called again while anything else is waiting
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_PAUSE:
+                    raise
+                log.warning("accept: %s; new connections wait %.0f s in the queue", exc, ACCEPT_RETRY_DELAY)
+                fd = sock.fileno()
+                self._loop.remove_reader(fd)
+                self._paused[fd] = self._loop.call_later(ACCEPT_RETRY_DELAY, self._resume, sock)
+                return
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, sock=conn))
+            self._handing[task] = conn
+            task.add_done_callback(self._handed)
+
+    def _resume(self, sock: socket.socket) -> None:
+        self._paused.pop(sock.fileno(), None)
+        self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _handed(self, task: asyncio.Task[Any]) -> None:
+        conn = self._handing.pop(task)
+        if task.cancelled():
+            conn.close()
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, OSError):  # the client left before its transport was made
+            log.debug("connection dropped on accept: %s", exc)
+        else:
+            log.error("could not hand a connection to aiohttp", exc_info=exc)
+        conn.close()
 
     def close(self) -> None:
+        for handle in self._paused.values():
+            handle.cancel()
+        self._paused.clear()
         for sock in self.sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()
         self.sockets = []
 
+    async def wait_closed(self) -> None:
+        """Connections accepted before ``close`` reach aiohttp, so the runner's shutdown closes them
+        gracefully with the others; one that does not within ``HANDOVER_TIMEOUT`` is closed here."""
+        if not self._handing:
+            return
+        _done, late = await asyncio.wait(list(self._handing), timeout=HANDOVER_TIMEOUT)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
 
 class AcceptAllSite(web.BaseSite):
-    """A TCP site that accepts every waiting connection each time the socket is readable.
+    """A TCP site that accepts every waiting connection each time a socket is readable.
 
     libuv (under uvloop) accepts one connection per loop turn (libuv#3696): when a thousand
     connections arrive while the loop is busy answering, the last of them waits a thousand turns,
     seconds, to be accepted. Here the accepting is ours, a backlog's worth at once on either loop,
-    and each connection goes to aiohttp with ``loop.connect_accepted_socket``.
+    and each connection goes to aiohttp with ``loop.connect_accepted_socket``. It listens where
+    aiohttp's ``TCPSite`` would: every address ``host`` resolves to ("" or no host: all interfaces,
+    IPv4 and IPv6), IPv6 sockets IPv6-only so that both families can be bound on one port.
     """
 
-    __slots__ = ("_host", "_pending", "_port", "_reuse_port")
+    __slots__ = ("_host", "_listener", "_port", "_reuse_port")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, reuse_port: bool = False,
+    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *, reuse_port: bool = False,
                  backlog: int = BACKLOG) -> None:  # fmt: skip
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._reuse_port = host, port, reuse_port
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._listener: _Listener | None = None
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return str(URL.build(scheme="http", host=self._host or "0.0.0.0", port=self._port))
 
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
+        infos = await loop.getaddrinfo(self._host or None, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        server = self._runner.server
+        assert server is not None
+        listener = _Listener(loop, server, self._backlog)
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                listener.listen(self._bind(family, kind, proto, address))
+        except BaseException:
+            listener.close()
+            raise
+        self._port = listener.sockets[0].getsockname()[1]
+        self._listener = listener
+        self._server = listener  # type: ignore[assignment]  # sockets + close: all the runner uses
+
+    def _bind(self, family: int, kind: int, proto: int, address: Any) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if self._reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(self._backlog)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
-        self._port = sock.getsockname()[1]
-        server = self._runner.server
-        assert server is not None
-        self._server = _Listener(sock, loop)  # type: ignore[assignment]  # sockets + close: all the runner uses
-        loop.add_reader(sock.fileno(), self._accept, loop, sock, server)
+            raise OSError(exc.errno, f"cannot listen on {address!r}: {exc.strerror}") from exc
+        return sock
 
-    def _accept(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], Any]) -> None:
-        for _ in range(self._backlog):
-            try:
-                conn, _address = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in _ACCEPT_LATER:
-                    log.warning("accept: %s; the connection waits in the queue", exc)
-                    return
-                raise
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._track(loop.create_task(_connect(loop, factory, conn)))
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-
-async def _connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], Any], conn: socket.socket) -> None:
-    try:
-        await loop.connect_accepted_socket(factory, sock=conn)
-    except OSError as exc:  # the client left before its transport was made
-        log.debug("connection dropped on accept: %s", exc)
-        conn.close()
+    async def stop(self) -> None:
+        await super().stop()  # closes the listening sockets
+        if self._listener is not None:
+            await self._listener.wait_closed()
 
 
 class AppRunner(web.AppRunner):
@@ -144,7 +204,8 @@ class AppRunner(web.AppRunner):
     callback: they skip the router and the middlewares, none of which does anything for them (the
     per-IP limit, the API's authentication and the console's guard are for other paths), which is
     ~5% of a callback's CPU. Their time is recorded as the timing middleware records it. Every
-    other request goes through the application as usual."""
+    other request goes through the application as usual, and so does a callback that carries
+    ``Expect`` (the application answers it with ``100 Continue`` before the body is read)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -154,7 +215,11 @@ class AppRunner(web.AppRunner):
         full, post, path, clock = server.request_handler, callback.handle_post, callback.path, time.perf_counter
 
         async def handle(request: web.BaseRequest) -> web.StreamResponse:
-            if request.method != "POST" or request.raw_path.partition("?")[0] != path:
+            if (
+                request.method != "POST"
+                or request.raw_path.partition("?")[0] != path
+                or hdrs.EXPECT in request.headers  # "100 Continue" is the application's to send
+            ):
                 return await full(request)
             started, status = clock(), 0
             try:
