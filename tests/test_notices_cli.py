@@ -123,12 +123,23 @@ async def test_send_as_a_token_from_stdin_and_report_with_csv(
     rows = list(csv.DictReader(out.read_text(encoding="utf-8-sig").splitlines()))
     assert list(rows[0]) == list(REPORT_COLUMNS) and rows[-1]["confirmed"] == "1"
 
+    # one class's non-confirmers: counted by reason; by name only when the operator asks with --names
+    # (names are for the class teacher only)
+    counts = bot(redis_url, "report", "notice", nid, "--school", "s1", "--class", "3-1", "--missing")
+    assert counts.returncode == 0, counts.stderr
+    assert "2 student(s) without a confirmation" in counts.stdout and "未绑定 (no_guardian): 1" in counts.stdout
+    assert "--names" in counts.stdout and not any(n in counts.stdout for n in ("张伟", "李小红", "王小明"))
     missing_csv = tmp_path / "missing.csv"
-    one = bot(redis_url, "report", "notice", nid, "--school", "s1", "--class", "3-1", "--missing",
+    refused = bot(redis_url, "report", "notice", nid, "--school", "s1", "--class", "3-1",
+                  "--missing-csv", str(missing_csv))  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.startswith("missing-csv:") and "--names" in refused.stderr
+    assert not missing_csv.exists()
+    one = bot(redis_url, "report", "notice", nid, "--school", "s1", "--class", "3-1", "--missing", "--names",
               "--missing-csv", str(missing_csv))  # fmt: skip
     assert one.returncode == 0, one.stderr
     assert "张伟" in one.stdout and "未绑定" in one.stdout and "王小明" not in one.stdout
     assert "张伟" in missing_csv.read_text(encoding="utf-8-sig")
+    assert bot(redis_url, "report", "notice", nid, "--names").returncode == 2  # names of what?
 
     assert bot(redis_url, "report", "notice", "nope").returncode == 1
     assert bot(redis_url, "report", "notice", nid, "--school", "s9").returncode == 1

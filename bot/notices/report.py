@@ -8,7 +8,7 @@ Exports carry no more than needed: counts only, never an openid. Student names a
 class's missing list (:func:`missing_csv`, :func:`missing_json` with ``names=True``,
 :func:`render_missing`), which the callers give only to that class's class teacher
 (``authz.may_list_missing``), and to the operator on the server who asks for it by name
-(``bot report notice --missing``); everyone else who may view the class gets counts by reason.
+(``bot report notice --missing --names``); everyone else who may view the class gets counts by reason.
 
 CSV files are UTF-8 with a byte-order mark (so Excel opens the Chinese correctly); a text cell that
 starts like a formula (``= + - @``) is prefixed with ``'`` so a spreadsheet never evaluates it.
@@ -235,7 +235,7 @@ def report_csv(report: Report) -> str:
 
 
 def missing_csv(classes: Iterable[ClassReport]) -> str:
-    """The students without a confirmation, with names: only for a scope that may view these classes."""
+    """The students without a confirmation, with names: only for these classes' class teacher."""
     rows = (
         [c.school, c.class_id, c.label, sid, name, reason, REASONS.get(reason, reason)]
         for c in classes
@@ -300,6 +300,15 @@ def render_table(report: Report, *, per_class: bool = True) -> str:
     lines.append("")
     lines.append("sent/delivered/opened: guardians (% of reachable); confirmed/understood/missing: students"
                  " (% of targeted)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def render_missing_counts(c: ClassReport, school_name: str) -> str:
+    """How many students without a confirmation, by reason, and no name."""
+    if not c.missing:
+        return f"{school_name} {c.label}: every student is confirmed"
+    lines = [f"{school_name} {c.label}: {len(c.missing)} student(s) without a confirmation"]
+    lines.extend(f"  {REASONS.get(code, code)} ({code}): {n}" for code, n in missing_counts(c).items() if n)
     return "\n".join(lines)
 
 
