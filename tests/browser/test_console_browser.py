@@ -125,6 +125,14 @@ async def test_a_notice_goes_from_the_console_to_a_parents_phone_and_the_confirm
     assert "孟婧语" in await tpage.content() and missing is not None
     await screenshot(tpage, "console-missing")
 
+    # -- the administrator sees how many have not confirmed and why, but the names are the class teacher's
+    await admin.goto(notice_url)
+    await admin.locator("a:has-text('人 ›')").first.click()
+    await admin.wait_for_selector("text=未确认情况")
+    assert "名单仅班主任可见" in await admin.content() and "孟婧语" not in await admin.content()
+    assert await admin.locator("a:has-text('导出 CSV')").count() == 0
+    await screenshot(admin, "console-missing-counts")
+
     # -- the administrator sees it in the school's dashboard and the audit log -----------------------
     await admin.goto(system.base + "/console")
     await screenshot(admin, "console-dashboard")
