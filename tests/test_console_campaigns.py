@@ -304,3 +304,35 @@ async def test_a_campaign_text_that_reaches_for_python_internals_is_refused_by_t
                                                                    "csrf": await b.csrf()})  # fmt: skip
         assert status == 422 and "unsafe" in page, title
     assert await CampaignStore(world.redis).custom_documents() == {}  # nothing was saved
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        {"cron": "0 16 * * 5", "from": "05-01", "to": "09-30"},  # the form dropped from/to of a cron rule
+        {"before": "flood_peak", "days": 3, "at": "10:00"},  # an event the form's list lacks became 法定节假日
+        {"on": "term_start", "name": "秋季学期", "at": "08:00"},  # a name on another event than a holiday
+        {"before": "holiday", "on_weekday": "Friday", "at": "16:00"},  # a weekday spelled in full
+        {"weekday": "sunday", "nth": 2, "month": 5, "at": "09:00"},  # ... became Monday
+    ],
+)
+async def test_saving_the_edit_form_unchanged_keeps_when_the_campaign_fires(world: World, when: dict) -> None:
+    """A rule the simple form cannot show exactly is shown as JSON (kept as it is), never turned
+    into another rule the administrator did not write."""
+    from bot.campaigns.rules import parse_rule
+
+    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
+    doc = {"id": "kept-when", "name": "规则保留", "when": when, "who": {"grades": [3]},
+           "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
+    api = world.browser(Authorization=f"Bearer {token}")
+    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
+        if resp.status != 201:
+            pytest.skip(f"not a rule this calendar accepts: {await resp.text()}")
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/campaigns/kept-when/edit")
+    assert status == 200
+    status, text, _ = await b.post("/console/campaigns/save", submitted(page))
+    assert status == 303, text
+    saved = (await CampaignStore(world.redis).custom_documents())["kept-when"]["document"]
+    rule = saved["when"][0] if isinstance(saved["when"], list) else saved["when"]
+    assert parse_rule(rule, where="saved") == parse_rule(when, where="written"), saved["when"]

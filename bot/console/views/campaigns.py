@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot import clock
+from bot.campaigns.rules import RuleError, parse_rule
 from bot.console.scope import SCHOOL_RE, schools_in_scope
 from bot.console.views import slots
 from bot.console.web import CONSOLE, FORM, PREFIX, Console, Viewer, forbidden, message, not_found, redirect
@@ -45,6 +46,9 @@ MODE_LABELS = {"none": "无需确认", "confirm": "确认已读", "understand": 
 FIELDS = ("id", "name", "description", "anchor", "date", "weekday", "nth", "month", "event", "holiday_name",
           "offset", "offset_unit", "on_weekday", "at", "from", "to", "cron", "when_json", "title", "sender", "body",
           "mode", "q_text", "q_opt1", "q_opt2", "q_opt3", "q_opt4", "q_answer", "lesson", "deadline_hours")  # fmt: skip
+# The form's fields that describe the rule (the ``when``).
+RULE_FIELDS = frozenset({"anchor", "date", "weekday", "nth", "month", "event", "holiday_name", "offset", "offset_unit",
+                         "on_weekday", "at", "from", "to", "cron", "when_json"})  # fmt: skip
 # The keys of a rule the simple form shows (with its one anchor); any other rule goes to the JSON field.
 SIMPLE_RULE_KEYS = frozenset({"nth", "month", "name", "school_days", "workdays", "days", "on_weekday", "at", "from",
                               "to"})  # fmt: skip
@@ -243,20 +247,8 @@ def _blank() -> dict[str, str]:
     return values
 
 
-def document_from(
-    values: dict[str, str],
-    grades: list[str],
-    schools: list[str],
-    s: Subject,
-    *,
-    yields: list[str] | None = None,
-    base: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The campaign document (the schedules/*.toml format, as JSON) the form describes.
-
-    ``base`` is the stored document being edited: what the form does not show of it (``kept``) is
-    carried over unchanged, so saving from the console never drops a setting made elsewhere.
-    """
+def when_from(values: Mapping[str, str]) -> Any:
+    """The ``when`` of the campaign document the form's fields describe."""
     anchor = values["anchor"]
     when: Any
     if anchor == "json":
@@ -266,6 +258,9 @@ def document_from(
             when = {"json": "invalid"}  # the parser names it
     elif anchor == "cron":
         when = {"cron": values["cron"]}
+        for key in ("from", "to"):  # the form shows them for every rule
+            if values[key]:
+                when[key] = values[key]
     else:
         rule: dict[str, Any] = {}
         if anchor == "date":
@@ -288,6 +283,24 @@ def document_from(
             if values[key]:
                 rule[key] = values[key]
         when = rule
+    return when
+
+
+def document_from(
+    values: dict[str, str],
+    grades: list[str],
+    schools: list[str],
+    s: Subject,
+    *,
+    yields: list[str] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The campaign document (the schedules/*.toml format, as JSON) the form describes.
+
+    ``base`` is the stored document being edited: what the form does not show of it (``kept``) is
+    carried over unchanged, so saving from the console never drops a setting made elsewhere.
+    """
+    when = when_from(values)
     old = base or {}
     old_who, old_what = _table_of(old.get("who")), _table_of(old.get("what"))
     who: dict[str, Any] = {k: v for k, v in old_who.items() if k not in FORM_WHO_KEYS}
@@ -337,6 +350,19 @@ def _table_of(value: object) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
+def _shows_exactly(values: Mapping[str, str], rule: Mapping[str, Any]) -> bool:
+    """Whether the form's simple fields, saved unchanged, give back ``rule`` (the same firings): its
+    lists can show each value and nothing is lost on the way. A rule they cannot goes to JSON as written."""
+    if values["event"] and values["anchor"] in ("on", "before", "after") and values["event"] not in EVENTS:
+        return False
+    if any(values[k] and values[k] not in WEEKDAY_KEYS for k in ("weekday", "on_weekday")):
+        return False
+    try:
+        return parse_rule(when_from(values), where="form") == parse_rule(rule, where="stored")
+    except RuleError:
+        return False
+
+
 def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[str], list[str]]:
     """The form's fields (values, grades, schools, yields_to) for a stored document (a rule the simple
     form cannot show goes to JSON; other settings it does not show are kept on save, see ``kept``)."""
@@ -346,6 +372,7 @@ def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[st
     simple = isinstance(when, dict) or (isinstance(when, list) and len(when) == 1 and isinstance(when[0], dict))
     rule = (when[0] if isinstance(when, list) else when) if simple else None
     anchors = [k for k in ("date", "weekday", "on", "before", "after", "cron") if isinstance(rule, dict) and k in rule]
+    shown = False
     if isinstance(rule, dict) and len(anchors) == 1 and set(rule) <= {*anchors, *SIMPLE_RULE_KEYS}:
         anchor = anchors[0]
         values["anchor"] = anchor
@@ -365,7 +392,11 @@ def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[st
         if anchor in ("on", "before", "after") and not any(u in rule for u in OFFSETS):
             values["offset"] = ""
         values["on_weekday"] = str(rule.get("on_weekday", ""))
-    elif when is not None:
+        for key in ("weekday", "on_weekday"):  # "Friday" is "fri" in the form's list
+            values[key] = values[key].strip().lower()[:3]
+        shown = _shows_exactly(values, rule)
+    if when is not None and not shown:
+        values.update({k: v for k, v in _blank().items() if k in RULE_FIELDS})
         values["anchor"] = "json"
         values["when_json"] = json.dumps(when, ensure_ascii=False, indent=1)
     what = doc.get("what") or {}
