@@ -336,3 +336,22 @@ async def test_saving_the_edit_form_unchanged_keeps_when_the_campaign_fires(worl
     saved = (await CampaignStore(world.redis).custom_documents())["kept-when"]["document"]
     rule = saved["when"][0] if isinstance(saved["when"], list) else saved["when"]
     assert parse_rule(rule, where="saved") == parse_rule(when, where="written"), saved["when"]
+
+
+async def test_saving_the_edit_form_unchanged_keeps_a_campaign_for_the_whole_district(world: World) -> None:
+    """A document for the district and a region as well (written through the API) still reaches
+    the whole district once saved from the form, which shows neither: its districts are kept."""
+    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
+    doc = {"id": "district-and-region", "name": "全区提醒", "when": {"cron": "0 16 * * 5"},
+           "who": {"districts": ["d1"], "regions": ["demo"]},
+           "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
+    api = world.browser(Authorization=f"Bearer {token}")
+    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
+        assert resp.status == 201, await resp.text()
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/campaigns/district-and-region/edit")
+    assert status == 200
+    status, text, _ = await b.post("/console/campaigns/save", submitted(page))
+    assert status == 303, text
+    saved = (await CampaignStore(world.redis).custom_documents())["district-and-region"]["document"]
+    assert saved["who"]["districts"] == ["d1"] and saved["who"]["regions"] == ["demo"]

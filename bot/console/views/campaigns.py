@@ -309,7 +309,8 @@ def document_from(
         who["schools"] = [s.school]
     elif schools:
         who["schools"] = schools
-    elif not (who.get("regions") or who.get("region_groups")):
+    elif old_who.get("districts") or not (who.get("regions") or who.get("region_groups")):
+        # no school picked: the whole district, unless the document reaches regions only (kept above)
         who["districts"] = [s.district]
     what: dict[str, Any] = {k: v for k, v in old_what.items() if k not in FORM_WHAT_KEYS}
     if "template" in what and (values["title"] or values["body"] or values["sender"]):
