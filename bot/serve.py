@@ -169,7 +169,14 @@ class AcceptAllSite(web.BaseSite):
         listener = _Listener(loop, server, self._backlog)
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
-                listener.listen(self._bind(family, kind, proto, address))
+                try:
+                    sock = socket.socket(family, kind, proto)
+                except OSError:  # a family this host has not enabled (IPv6 off): as create_server does
+                    log.debug("cannot make a socket for %r", address, exc_info=True)
+                    continue
+                listener.listen(self._bind(sock, address))
+            if not listener.sockets:
+                raise OSError(errno.EAFNOSUPPORT, f"no socket could be made to listen on {self.name}")
         except BaseException:
             listener.close()
             raise
@@ -177,13 +184,12 @@ class AcceptAllSite(web.BaseSite):
         self._listener = listener
         self._server = listener  # type: ignore[assignment]  # sockets + close: all the runner uses
 
-    def _bind(self, family: int, kind: int, proto: int, address: Any) -> socket.socket:
-        sock = socket.socket(family, kind, proto)
+    def _bind(self, sock: socket.socket, address: Any) -> socket.socket:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if self._reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
+            if sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(self._backlog)
