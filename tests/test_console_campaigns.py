@@ -355,3 +355,22 @@ async def test_saving_the_edit_form_unchanged_keeps_a_campaign_for_the_whole_dis
     assert status == 303, text
     saved = (await CampaignStore(world.redis).custom_documents())["district-and-region"]["document"]
     assert saved["who"]["districts"] == ["d1"] and saved["who"]["regions"] == ["demo"]
+
+
+async def test_saving_the_edit_form_unchanged_keeps_a_campaign_without_a_schedule_unscheduled(world: World) -> None:
+    """A campaign written without ``when`` never fires by itself; opening it in the form and saving
+    unchanged must not give it the form's default rule (a weekly card nobody asked for)."""
+    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
+    doc = {"id": "no-schedule", "name": "不定时提醒", "who": {"grades": [3]},
+           "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
+    api = world.browser(Authorization=f"Bearer {token}")
+    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
+        assert resp.status == 201, await resp.text()
+    b = await world.login("dadmin")
+    status, page, _ = await b.get("/console/campaigns/no-schedule/edit")
+    assert status == 200
+    assert 'value="none" selected' in page  # shown as 不设日程
+    status, text, _ = await b.post("/console/campaigns/save", submitted(page))
+    assert status == 303, text
+    saved = (await CampaignStore(world.redis).custom_documents())["no-schedule"]["document"]
+    assert "when" not in saved, saved

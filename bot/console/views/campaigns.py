@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 CALENDAR_DAYS = 60
 WEEKDAYS = ("一", "二", "三", "四", "五", "六", "日")
 ANCHORS = {"date": "每年某一天", "weekday": "某月第几个星期几", "on": "某个日子当天", "before": "某个日子之前",
-           "after": "某个日子之后", "cron": "cron 表达式（高级）", "json": "JSON 规则（高级，可多条）"}  # fmt: skip
+           "after": "某个日子之后", "cron": "cron 表达式（高级）", "json": "JSON 规则（高级，可多条）",
+           "none": "不设日程（不会自动发送）"}  # fmt: skip
 EVENTS = {"holiday": "法定节假日", "weekend": "周末", "summer_break": "暑假", "winter_break": "寒假",
           "term_start": "开学", "term_end": "学期结束", "safety_education_day": "全国中小学生安全教育日",
           "disaster_reduction_day": "全国防灾减灾日", "drowning_prevention_day": "世界预防溺水日",
@@ -251,6 +252,8 @@ def when_from(values: Mapping[str, str]) -> Any:
     """The ``when`` of the campaign document the form's fields describe."""
     anchor = values["anchor"]
     when: Any
+    if anchor == "none":  # no schedule: the campaign is kept but never fires by itself
+        return None
     if anchor == "json":
         try:
             when = json.loads(values["when_json"] or "null")
@@ -331,6 +334,8 @@ def document_from(
         what["question"] = {"text": values["q_text"], "options": options, "answer": _int(values["q_answer"], 1) - 1}
     doc: dict[str, Any] = {k: v for k, v in old.items() if k not in FORM_KEYS}
     doc.update(id=values["id"], name=values["name"], when=when, who=who, what=what)
+    if when is None:
+        del doc["when"]  # no schedule: the format leaves "when" out
     if values["description"]:
         doc["description"] = values["description"]
     if yields:
@@ -396,6 +401,8 @@ def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[st
         for key in ("weekday", "on_weekday"):  # "Friday" is "fri" in the form's list
             values[key] = values[key].strip().lower()[:3]
         shown = _shows_exactly(values, rule)
+    if when is None and "id" in doc:  # a stored campaign without a schedule: it stays without one
+        values["anchor"] = "none"
     if when is not None and not shown:
         values.update({k: v for k, v in _blank().items() if k in RULE_FIELDS})
         values["anchor"] = "json"
