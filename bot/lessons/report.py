@@ -213,6 +213,8 @@ def _class_order(cid: str) -> tuple[int, str]:
 
 
 _SCHOOLS_AT_ONCE = 8
+# one school's classes (in order), their active students, and those students' lesson results
+_SchoolData = tuple[list[str], dict[str, dict[str, Student]], dict[str, dict[str, LessonResult]]]
 
 
 async def _active_students(redis: Redis, school: str, class_ids: list[str]) -> dict[str, dict[str, Student]]:
@@ -268,7 +270,7 @@ async def build_report(
     by_topic = {t: Rates() for t in TOPICS}
     by_district: dict[str, DistrictRates] = {}
 
-    async def fetch(school_id: str) -> tuple[list[str], dict[str, dict[str, Student]], dict[str, Any]]:
+    async def fetch(school_id: str) -> _SchoolData:
         chosen = wanted[school_id]
         known = await roster.classes(school_id)
         if chosen is not None and class_id and class_id not in known:
@@ -280,7 +282,7 @@ async def build_report(
 
     order = [s for s in sorted(wanted, key=lambda s: (schools[s].district if s in schools else "", s)) if s in schools]
 
-    async def in_order() -> AsyncIterator[tuple[str, tuple[list[str], dict[str, dict[str, Student]], dict[str, Any]]]]:
+    async def in_order() -> AsyncIterator[tuple[str, _SchoolData]]:
         # a few schools at a time: Redis answers one while this process reads the replies of another
         for i in range(0, len(order), _SCHOOLS_AT_ONCE):
             chunk = order[i : i + _SCHOOLS_AT_ONCE]

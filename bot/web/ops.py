@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import AbstractResource
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from bot.metrics import REQUEST_LATENCY
@@ -40,31 +39,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-# The histogram child for each (resource, status class), found once: labels() takes a lock and
-# builds its key on every call, which for a callback is a noticeable share of the whole.
-_LATENCY: dict[tuple[AbstractResource | None, int], Histogram] = {}
-
-
-def _latency(resource: AbstractResource | None, status: int) -> Histogram:
-    key = (resource, status // 100)
-    child = _LATENCY.get(key)
-    if child is None:
-        route = resource.canonical if resource is not None else "unmatched"
-        outcome = f"{status // 100}xx" if status else "error"
-        child = _LATENCY[key] = REQUEST_LATENCY.labels(route, outcome)
-    return child
+# The histogram child for each (route, status class), found once: labels() takes a lock and builds
+# its key on every call, which for a callback is a noticeable share of the whole.
+_LATENCY: dict[tuple[str, int], Histogram] = {}
 
 
 def observe(route: str, status: int, seconds: float) -> None:
-    """One request's time under ``route`` (a route's canonical path), as the middleware records it."""
+    """One request's time under ``route`` (a route's canonical path; 0 status: no answer)."""
     key = (route, status // 100)
-    child = _BY_ROUTE.get(key)
+    child = _LATENCY.get(key)
     if child is None:
-        child = _BY_ROUTE[key] = REQUEST_LATENCY.labels(route, f"{status // 100}xx" if status else "error")
+        child = _LATENCY[key] = REQUEST_LATENCY.labels(route, f"{status // 100}xx" if status else "error")
     child.observe(seconds)
-
-
-_BY_ROUTE: dict[tuple[str, int], Histogram] = {}
 
 
 @web.middleware
@@ -81,7 +67,8 @@ async def timing_middleware(
         status = exc.status
         raise
     finally:
-        _latency(request.match_info.route.resource, status).observe(time.perf_counter() - started)
+        resource = request.match_info.route.resource
+        observe(resource.canonical if resource is not None else "unmatched", status, time.perf_counter() - started)
 
 
 def register(app: web.Application) -> None:
