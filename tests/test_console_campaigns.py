@@ -6,6 +6,7 @@ import html
 import time
 from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from test_console_world import OTHER_SCHOOL, SCHOOL, World, world
@@ -167,26 +168,40 @@ def submitted(page: str, **changes: str) -> list[tuple[str, str]]:
     return [(k, changes.get(k, v)) for k, v in parser.fields]
 
 
-async def test_editing_in_the_console_keeps_what_the_api_set_that_the_form_does_not_show(world: World) -> None:
+async def _written_then_opened(world: World, doc: dict[str, Any]) -> tuple[Any, str, str]:
+    """``doc`` saved through the API by a district admin's token, then opened in the console's edit
+    form by the district admin: (their browser, the form page, "" or the API's refusal)."""
     token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
+    api = world.browser(Authorization=f"Bearer {token}")
+    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
+        refused = "" if resp.status == 201 else f"{resp.status}: {await resp.text()}"
+    b = await world.login("dadmin")
+    if refused:
+        return b, "", refused
+    status, page, _ = await b.get(f"/console/campaigns/{doc['id']}/edit")
+    assert status == 200
+    return b, page, ""
+
+
+async def _saved(world: World, cid: str) -> dict[str, Any]:
+    return dict((await CampaignStore(world.redis).custom_documents())[cid]["document"])
+
+
+async def test_editing_in_the_console_keeps_what_the_api_set_that_the_form_does_not_show(world: World) -> None:
     doc = {"id": "friday-before", "name": "节前周五提醒", "enabled": True, "yields_to": ["holiday-safety"],
            "when": {"before": "holiday", "on_weekday": "fri", "at": "16:00"},
            "who": {"grades": [3], "opt_out": {"schools": [OTHER_SCHOOL]}},
            "what": {"title": "节前安全提醒", "body": "放假前请和孩子聊聊安全。", "mode": "none",
                     "urgent": True}}  # fmt: skip
-    api = world.browser(Authorization=f"Bearer {token}")
-    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
-        assert resp.status == 201, await resp.text()
-    b = await world.login("dadmin")
-    status, page, _ = await b.get("/console/campaigns/friday-before/edit")
-    assert status == 200
+    b, page, refused = await _written_then_opened(world, doc)
+    assert not refused, refused
     assert '<option value="fri" selected>' in page.split('name="on_weekday"')[1].split("</select>")[0]
     assert '<option value="holiday-safety" selected>' in page.split('name="yields_to"')[1].split("</select>")[0]
     assert "紧急发送" in page and "不参加的学校或地区" in page  # named as kept
     # The administrator changes the title only and saves.
     status, text, _ = await b.post("/console/campaigns/save", submitted(page, title="节前安全提醒（新）"))
     assert status == 303, text
-    saved = (await CampaignStore(world.redis).custom_documents())["friday-before"]["document"]
+    saved = await _saved(world, "friday-before")
     assert saved["what"]["title"] == "节前安全提醒（新）"
     assert saved["when"] == {"before": "holiday", "on_weekday": "fri", "at": "16:00"}
     assert saved["yields_to"] == ["holiday-safety"]
@@ -197,7 +212,7 @@ async def test_editing_in_the_console_keeps_what_the_api_set_that_the_form_does_
     # Unpicking them in the form removes them: the form's fields are the form's to change.
     fields = [(k, v) for k, v in submitted(page, on_weekday="", offset="1") if k != "yields_to"]
     status, _, _ = await b.post("/console/campaigns/save", fields)
-    saved = (await CampaignStore(world.redis).custom_documents())["friday-before"]["document"]
+    saved = await _saved(world, "friday-before")
     assert status == 303 and "yields_to" not in saved and saved["when"] == {"before": "holiday", "school_days": 1,
                                                                             "at": "16:00"}  # fmt: skip
 
@@ -321,19 +336,14 @@ async def test_saving_the_edit_form_unchanged_keeps_when_the_campaign_fires(worl
     into another rule the administrator did not write."""
     from bot.campaigns.rules import parse_rule
 
-    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
     doc = {"id": "kept-when", "name": "规则保留", "when": when, "who": {"grades": [3]},
            "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
-    api = world.browser(Authorization=f"Bearer {token}")
-    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
-        if resp.status != 201:
-            pytest.skip(f"not a rule this calendar accepts: {await resp.text()}")
-    b = await world.login("dadmin")
-    status, page, _ = await b.get("/console/campaigns/kept-when/edit")
-    assert status == 200
+    b, page, refused = await _written_then_opened(world, doc)
+    if refused:
+        pytest.skip(f"not a rule this calendar accepts: {refused}")
     status, text, _ = await b.post("/console/campaigns/save", submitted(page))
     assert status == 303, text
-    saved = (await CampaignStore(world.redis).custom_documents())["kept-when"]["document"]
+    saved = await _saved(world, "kept-when")
     rule = saved["when"][0] if isinstance(saved["when"], list) else saved["when"]
     assert parse_rule(rule, where="saved") == parse_rule(when, where="written"), saved["when"]
 
@@ -341,36 +351,26 @@ async def test_saving_the_edit_form_unchanged_keeps_when_the_campaign_fires(worl
 async def test_saving_the_edit_form_unchanged_keeps_a_campaign_for_the_whole_district(world: World) -> None:
     """A document for the district and a region as well (written through the API) still reaches
     the whole district once saved from the form, which shows neither: its districts are kept."""
-    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
     doc = {"id": "district-and-region", "name": "全区提醒", "when": {"cron": "0 16 * * 5"},
            "who": {"districts": ["d1"], "regions": ["demo"]},
            "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
-    api = world.browser(Authorization=f"Bearer {token}")
-    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
-        assert resp.status == 201, await resp.text()
-    b = await world.login("dadmin")
-    status, page, _ = await b.get("/console/campaigns/district-and-region/edit")
-    assert status == 200
+    b, page, refused = await _written_then_opened(world, doc)
+    assert not refused, refused
     status, text, _ = await b.post("/console/campaigns/save", submitted(page))
     assert status == 303, text
-    saved = (await CampaignStore(world.redis).custom_documents())["district-and-region"]["document"]
+    saved = await _saved(world, "district-and-region")
     assert saved["who"]["districts"] == ["d1"] and saved["who"]["regions"] == ["demo"]
 
 
 async def test_saving_the_edit_form_unchanged_keeps_a_campaign_without_a_schedule_unscheduled(world: World) -> None:
     """A campaign written without ``when`` never fires by itself; opening it in the form and saving
     unchanged must not give it the form's default rule (a weekly card nobody asked for)."""
-    token, _ = await TokenStore(world.redis).create("d1-console-test", "district_admin", "d1")
     doc = {"id": "no-schedule", "name": "不定时提醒", "who": {"grades": [3]},
            "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
-    api = world.browser(Authorization=f"Bearer {token}")
-    async with api.http.post(f"{world.base}/api/campaigns", json=doc) as resp:
-        assert resp.status == 201, await resp.text()
-    b = await world.login("dadmin")
-    status, page, _ = await b.get("/console/campaigns/no-schedule/edit")
-    assert status == 200
+    b, page, refused = await _written_then_opened(world, doc)
+    assert not refused, refused
     assert 'value="none" selected' in page  # shown as 不设日程
     status, text, _ = await b.post("/console/campaigns/save", submitted(page))
     assert status == 303, text
-    saved = (await CampaignStore(world.redis).custom_documents())["no-schedule"]["document"]
+    saved = await _saved(world, "no-schedule")
     assert "when" not in saved, saved

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from bot import clock
 from bot.notices.model import CONFIRMED, UNDERSTOOD, Notice, Record
+from bot.notices.report import LIST_NOTE_PAGE
 from bot.notices.service import REASONS, ClassReport, NoticeService
 from bot.roster.authz import ClassObj, Subject, can, may_list_missing
 from bot.roster.model import Who, class_label
@@ -486,7 +487,7 @@ class NoticePages:
             "counts": missing_counts(report) if draft.mode != "none" and not names else [],
             "updated": _when(now),
         }
-        return pages.render("class_list.html", **context)
+        return pages.render("class_list.html", list_note=LIST_NOTE_PAGE, **context)
 
     async def class_link(self, request: web.Request) -> web.StreamResponse:
         """``/n/{id}/c/{key}``: the way back from WeChat when the list's own path is too long for

@@ -154,8 +154,9 @@ def report_json(report: Report) -> dict[str, Any]:
     }
 
 
-# Where the names would be, for anyone but the class teacher.
+# Where the names would be, for anyone but the class teacher: short (the API), and for pages.
 LIST_NOTE = "名单仅班主任可见"
+LIST_NOTE_PAGE = f"{LIST_NOTE}：为保护孩子和家庭的隐私，这里只显示人数和原因。如需跟进，请与本班班主任沟通。"
 
 
 def missing_json(c: ClassReport, *, names: bool) -> dict[str, Any]:

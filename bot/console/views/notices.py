@@ -52,8 +52,6 @@ FIELD_LABELS = {"title": "标题", "sender": "发送方", "body": "正文", "aud
                 "question": "问题", "deadline": "截止时间", "urgent": "紧急", "lesson": "安全课",
                 "idempotency_key": "表单"}  # fmt: skip
 MODE_LABELS = {"none": "无需确认", "confirm": "确认已读", "understand": "确认并答题"}
-# Where the names would be, for anyone but the class teacher (authz.may_list_missing).
-LIST_NOTE = "名单仅班主任可见：为保护孩子和家庭的隐私，这里只显示人数和原因。如需跟进，请与本班班主任沟通。"
 
 
 def _csv(text: str, filename: str) -> web.Response:
@@ -425,7 +423,7 @@ async def missing_page(request: web.Request, viewer: Viewer) -> web.StreamRespon
     return c.page(viewer, "missing.html", nav="notices", title="未确认名单" if names_shown else "未确认情况",
                   notice=notice, report=class_report, school_name=names.get(class_report.school, class_report.school),
                   reasons=REASONS, counts=report.missing_counts(class_report), names_shown=names_shown,
-                  list_note=LIST_NOTE)  # fmt: skip
+                  list_note=report.LIST_NOTE_PAGE)  # fmt: skip
 
 
 async def missing_csv(request: web.Request, viewer: Viewer) -> web.StreamResponse:
