@@ -4,7 +4,8 @@ Every refusal is a quick 4xx decided before anything touches Redis; everything w
 with a reply or ``success`` inside the reply budget. Never a 5xx, never a traceback: a parent would
 see "该公众号暂时无法提供服务" and WeChat would retry.
 
-wechatpy does the AES work and gives the message classes; the signature checks are ours
+wechatpy gives the message classes; the AES work (:mod:`bot.wechat.aes`, wechatpy's scheme with
+contexts made once) and the signature checks are ours
 (constant-time, with a timestamp window), because wechatpy compares with ``!=`` and accepts any
 timestamp. Parsing is ours too, for speed only: the envelope's Encrypt is read by a strict pattern of
 WeChat's safe-mode body, and a flat message (all WeChat sends but a few events) by a strict pattern
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import time
 from collections import OrderedDict
@@ -35,16 +35,16 @@ from itertools import count
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from aiohttp import hdrs, web
 from prometheus_client import Counter
 from wechatpy import parse_message
-from wechatpy.crypto import PrpCrypto
 from wechatpy.events import EVENT_TYPES
 from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 
 from bot.config import WeChatConfig
 from bot.metrics import CALLBACK_OUTCOMES
+from bot.web.wire import TEXT, XML
+from bot.wechat.aes import CipherError, MessageCipher
 from bot.wechat.protocol import mask_openid, signature, signature_matches
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ _REPLY_ENVELOPE = (
     "<TimeStamp>{2}</TimeStamp>\n<Nonce><![CDATA[{3}]]></Nonce>\n</xml>"
 )  # wechatpy's WeChatCrypto.encrypt_message template, character for character
 _OUTCOMES: dict[str, Counter] = {}
+Answer = tuple[int, str, bytes]  # status, content type, body
+_SUCCESS: Answer = (200, TEXT, b"success")
 
 
 def _outcome(name: str) -> None:
@@ -222,13 +224,9 @@ class WeChatCallback:
         self.busy_reply = busy_reply
         self.defer = defer
         self.deferred = deferred
-        self.prp: PrpCrypto | None = None
-        self._cipher: Cipher[modes.CBC] | None = None
-        self._app_id = cfg.app_id.encode("utf-8")
+        self.cipher: MessageCipher | None = None
         if cfg.aes_key:
-            key = base64.b64decode(cfg.aes_key + "=")
-            self.prp = PrpCrypto(key)
-            self._cipher = Cipher(algorithms.AES(key), modes.CBC(key[:16]))
+            self.cipher = MessageCipher(base64.b64decode(cfg.aes_key + "="), cfg.app_id)
         # callbacks being answered: id -> when it started (oldest first), for load shedding
         self._inflight: OrderedDict[int, float] = OrderedDict()
         self._ids = count()
@@ -244,13 +242,20 @@ class WeChatCallback:
         try:
             self._check_query_signature(request.query)
         except Refused as exc:
-            return self._refuse(exc)
+            status, content_type, body = self._refuse(exc)
+            return web.Response(status=status, body=body, headers={hdrs.CONTENT_TYPE: content_type})
         echostr = request.query.get("echostr", "")
         _outcome("verified")
         return web.Response(text=echostr, content_type="text/plain")
 
     # -- POST: messages and events ----------------------------------------------------------
     async def handle_post(self, request: web.Request) -> web.Response:
+        status, content_type, body = await self.answer(request)
+        return web.Response(status=status, body=body, headers={hdrs.CONTENT_TYPE: content_type})
+
+    async def answer(self, request: web.Request) -> Answer:
+        """A POST's answer, as (status, content type, body): ``handle_post`` makes it a response
+        for the application; ``bot.serve`` writes it to the connection itself (``WireResponse``)."""
         started = time.monotonic()
         body = None
         if self.defer is not None and self.saturated(started):
@@ -273,7 +278,7 @@ class WeChatCallback:
             return True
         return now - next(iter(inflight.values())) > self.cfg.shed_wait
 
-    async def _answer(self, request: web.Request, started: float, body: bytes | None = None) -> web.Response:
+    async def _answer(self, request: web.Request, started: float, body: bytes | None = None) -> Answer:
         try:
             q = query_of(request)
             timestamp, nonce = self._check_query_signature(q)
@@ -294,13 +299,13 @@ class WeChatCallback:
             xml = self.busy_reply(message)
         if not xml:
             _outcome("success")
-            return web.Response(text="success", content_type="text/plain")
+            return _SUCCESS
         _outcome("reply")
         if inbound.encrypted:
             xml = self._encrypt(xml, inbound.nonce)
-        return web.Response(text=xml, content_type="application/xml")
+        return 200, XML, xml.encode("utf-8")
 
-    async def _shed(self, request: web.Request) -> tuple[web.Response | None, bytes | None]:
+    async def _shed(self, request: web.Request) -> tuple[Answer | None, bytes | None]:
         """Answer ``success`` now and keep the raw callback for the worker; (None, body read so far):
         answer it normally (it could not be kept)."""
         assert self.defer is not None
@@ -317,7 +322,7 @@ class WeChatCallback:
             log.exception("could not keep a shed callback for later; answering it now")
             return None, raw
         _outcome("shed")
-        return web.Response(body=b"success", content_type="text/plain"), raw
+        return _SUCCESS, raw
 
     async def answer_deferred(self, query_string: str, body: str) -> None:
         """A callback that was shed: verify and parse it as on arrival (but for the timestamp window,
@@ -381,7 +386,7 @@ class WeChatCallback:
         return timestamp, nonce
 
     def _decrypt(self, body: bytes, timestamp: str, nonce: str, msg_signature: str) -> str:
-        if self.prp is None:
+        if self.cipher is None:
             raise Refused(400, "not_configured", "encrypted message but no wechat.aes_key configured")
         if not msg_signature:
             raise Refused(403, "bad_signature", "msg_signature is required")
@@ -399,32 +404,24 @@ class WeChatCallback:
         if not signature_matches(signature(self.cfg.token, timestamp, nonce, encrypt), msg_signature):
             raise Refused(403, "bad_signature", "bad msg_signature")
         try:
-            plain = self.prp.decrypt(encrypt, self.cfg.app_id)
-        except Exception:  # bad padding, base64, or another app's message
+            text = self.cipher.decrypt(encrypt).decode("utf-8")
+        except (CipherError, UnicodeDecodeError):  # bad padding, base64, or another app's message
             raise Refused(400, "bad_cipher", "cannot decrypt") from None
-        text = plain.decode("utf-8") if isinstance(plain, bytes) else str(plain)
         if _FORBIDDEN_TEXT.search(text):
             raise Refused(400, "entity", "DOCTYPE and entities are not accepted")
         return text
 
     def _encrypt(self, xml: str, nonce: str) -> str:
-        """``WeChatCrypto.encrypt_message``: AES-256-CBC (IV = key[:16]) of 16 random bytes, the
-        length (4 bytes, network order), the XML, the app id, PKCS#7-padded to 32 bytes; base64;
-        signed. wechatpy's layout and envelope (it makes a new cipher and converts types several
-        times per call: twice our cost); ``tests/test_callback_parse.py`` decrypts ours with it."""
-        assert self._cipher is not None
-        data = xml.encode("utf-8")
-        plain = b"".join((base64.b64encode(os.urandom(12)), len(data).to_bytes(4, "big"), data, self._app_id))
-        pad = 32 - len(plain) % 32
-        encryptor = self._cipher.encryptor()
-        encrypted = encryptor.update(plain + bytes((pad,)) * pad) + encryptor.finalize()
-        encrypt = base64.b64encode(encrypted).decode("ascii")
+        """``WeChatCrypto.encrypt_message``: the XML encrypted (:mod:`bot.wechat.aes`) and signed, in
+        wechatpy's envelope; ``tests/test_callback_parse.py`` decrypts ours with wechatpy."""
+        assert self.cipher is not None
+        encrypt = self.cipher.encrypt(xml.encode("utf-8"))
         timestamp = str(int(time.time()))
         return _REPLY_ENVELOPE.format(encrypt, signature(self.cfg.token, timestamp, nonce, encrypt), timestamp, nonce)
 
-    def _refuse(self, exc: Refused) -> web.Response:
+    def _refuse(self, exc: Refused) -> Answer:
         _outcome(exc.outcome)
-        return web.Response(status=exc.status, text=exc.reason, content_type="text/plain")
+        return exc.status, TEXT, exc.reason.encode("utf-8")
 
 
 def _nested_encrypt(body: bytes) -> Any:
