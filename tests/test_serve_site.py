@@ -11,6 +11,7 @@ import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,13 +22,12 @@ from bot.app import create_app
 from bot.config import Config
 from bot.serve import new_event_loop, start_site
 from bot.store.redis import connect
+from bot.web.wire import WireResponse
 from bot.wechat.emulator.follower import build_callback, read_reply
 
 
 def _latency_count(route: str, outcome: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "safebell_http_request_seconds_count", {"route": route, "outcome": outcome}
-    )
+    value = REGISTRY.get_sample_value("safebell_http_request_seconds_count", {"route": route, "outcome": outcome})
     return value or 0.0
 
 
@@ -292,3 +292,114 @@ def test_cleanup_leaves_no_accepted_connection_open(config: Config, loop_kind: s
             await redis.aclose()
 
     _on_loop(loop_kind, run)
+
+
+async def _exchange(
+    host: str, port: int, requests: list[bytes]
+) -> tuple[list[tuple[str, dict[str, str], bytes]], bool]:
+    """Send ``requests`` one after another on one connection; their answers as (status line,
+    headers by lower-case name, body), and whether the server closed the connection afterwards."""
+    reader, writer = await asyncio.open_connection(host, port)
+    answers = []
+    try:
+        for raw in requests:
+            writer.write(raw)
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {}
+            for line in head[1:]:
+                if line:
+                    name, _, value = line.partition(":")
+                    assert name.lower() not in headers, f"{name} twice"
+                    headers[name.lower()] = value.strip()
+            body = await reader.readexactly(int(headers["content-length"]))
+            answers.append((head[0], headers, body))
+        closed = await asyncio.wait_for(reader.read(1), 2) == b""
+    except TimeoutError:
+        closed = False
+    finally:
+        writer.close()
+    return answers, closed
+
+
+def _post(path: str, body: bytes, version: str = "1.1", extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode("latin-1") + body
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_the_callbacks_answer_is_plain_http_whatever_the_client_asks(config: Config, loop_kind: str) -> None:
+    """The direct path writes its answers itself (WireResponse): checked byte by byte on a raw
+    connection: keep-alive in HTTP/1.1, Connection: close asked for, HTTP/1.0 with and without
+    keep-alive; each answer has one status line, its type, its exact length and a date."""
+    config.wechat.menu_on_start = False
+    results: dict[str, tuple[list[tuple[str, dict[str, str], bytes]], bool]] = {}
+
+    def callback(n: int, refused: bool = False) -> bytes:
+        query, body = build_callback(config.wechat, _text(f"o-wire-parent-{n:05d}", 881000 + n, "帮助"))
+        if refused:
+            query["signature"] = "0" * 40
+        return ("/wechat?" + "&".join(f"{k}={v}" for k, v in query.items())).encode(), body
+
+    async def scenario(base: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        keep = [_post(p.decode(), b) for p, b in (callback(1), callback(2, True), callback(3))]
+        results["1.1"] = await _exchange(host, int(port), keep)
+        p, b = callback(4)
+        results["1.1 close"] = await _exchange(host, int(port), [_post(p.decode(), b, extra="Connection: close\r\n")])
+        p, b = callback(5)
+        results["1.0"] = await _exchange(host, int(port), [_post(p.decode(), b, "1.0")])
+        p, b = callback(6)
+        p7, b7 = callback(7)
+        results["1.0 keep-alive"] = await _exchange(
+            host, int(port), [_post(p.decode(), b, "1.0", "Connection: keep-alive\r\n"),
+                              _post(p7.decode(), b7, "1.0", "Connection: keep-alive\r\n")])  # fmt: skip
+
+    _on_loop(loop_kind, lambda: _serving(config, scenario))
+
+    answers, closed = results["1.1"]
+    assert [a[0] for a in answers] == ["HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden", "HTTP/1.1 200 OK"]
+    assert not closed
+    for _, headers, body in answers:
+        assert set(headers) == {"content-type", "content-length", "date"}
+        assert len(body) == int(headers["content-length"])
+        assert headers["date"].endswith(" GMT")
+    assert answers[0][1]["content-type"] == "application/xml; charset=utf-8"
+    assert "<Content><![CDATA[" in read_reply(config.wechat, answers[0][2])
+    assert answers[1][1]["content-type"] == "text/plain; charset=utf-8"
+    assert answers[1][2] == b"bad signature"
+
+    answers, closed = results["1.1 close"]
+    assert answers[0][0] == "HTTP/1.1 200 OK" and answers[0][1]["connection"] == "close" and closed
+
+    answers, closed = results["1.0"]
+    assert answers[0][0] == "HTTP/1.0 200 OK" and "connection" not in answers[0][1] and closed
+
+    answers, closed = results["1.0 keep-alive"]
+    assert [a[0] for a in answers] == ["HTTP/1.0 200 OK"] * 2
+    assert all(a[1]["connection"] == "keep-alive" for a in answers) and not closed
+
+
+async def test_a_wire_response_given_headers_is_written_by_aiohttp(aiohttp_client: Any) -> None:
+    """Should something set a header on a WireResponse (a middleware, say), it is written the
+    general way, with that header, the same type and body."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return WireResponse(201, "application/xml; charset=utf-8", "<xml>平安</xml>".encode())
+
+    @web.middleware
+    async def stamp(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        response.headers["X-Stamp"] = "1"
+        return response
+
+    plain, stamped = web.Application(), web.Application(middlewares=[stamp])
+    for app in (plain, stamped):
+        app.router.add_post("/", handler)
+    for app, stamp_header in ((plain, None), (stamped, "1")):
+        client = await aiohttp_client(app)
+        async with client.post("/", data=b"x") as resp:
+            assert resp.status == 201
+            assert resp.headers["Content-Type"] == "application/xml; charset=utf-8"
+            assert await resp.read() == "<xml>平安</xml>".encode()
+            assert resp.headers.get("X-Stamp") == stamp_header
