@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from bot.chat.router import FrozenRouter, ReplyValue, Router, Update
 from bot.chat.state import ChatState
 from bot.chat.texts import Texts
 from bot.config import Config
+from bot.entropy import unique_token
 from bot.metrics import DEDUPE_HITS, HANDLER_ERRORS, LATE_REPLIES
 from bot.store import keys
 from bot.store.autopipeline import Autopipeline, Script, shared
@@ -192,7 +192,7 @@ class ChatEngine:
         update = Update.from_message(message)
         openid = update.openid
         ks = [keys.dedupe(openid, dedupe_key), keys.chat_lock(openid), keys.chat_state(openid), keys.identity(openid)]
-        claim = _Claim(ks, os.urandom(8).hex())
+        claim = _Claim(ks, unique_token())
         loop = asyncio.get_running_loop()
         # BEGIN, the handler and END run in a task of their own, which the request waits for only
         # until the deadline (then the answer goes later by customer-service message): the task is

@@ -23,9 +23,10 @@ checks both directions against wechatpy's ``PrpCrypto`` over many messages in a 
 from __future__ import annotations
 
 import base64
-import os
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from bot.entropy import random_bytes
 
 
 class CipherError(ValueError):
@@ -71,7 +72,7 @@ class MessageCipher:
 
     def encrypt(self, xml: bytes) -> str:
         """``Encrypt`` for a reply: base64 of the encrypted, padded message."""
-        plain = b"".join((base64.b64encode(os.urandom(12)), len(xml).to_bytes(4, "big"), xml, self._app_id))
+        plain = b"".join((base64.b64encode(random_bytes(12)), len(xml).to_bytes(4, "big"), xml, self._app_id))
         pad = 32 - len(plain) % 32
         plain += bytes((pad,)) * pad
         first = _xor(plain[:16], _xor(self._iv, self._last))
