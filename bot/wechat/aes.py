@@ -8,9 +8,10 @@ wechatpy builds a new ``Cipher`` context for every message (~2.5 µs each way) a
 several times; per callback that is one decryption and one encryption. Here the contexts live as
 long as the process, which CBC allows with a little care:
 
-- decryption: CBC decryption is ``P[i] = D(C[i]) xor C[i-1]`` (``C[-1]`` = IV), so each message is
-  decrypted block by block with one long-lived ECB context and the xor done over the whole message
-  at once. No state is carried from one message to the next.
+- decryption: CBC decryption is ``P[i] = D(C[i]) xor C[i-1]`` (``C[-1]`` = IV). A long-lived
+  context xors a message's first block with the previous message's last block instead of the IV,
+  so only that block comes out different, and it is the 16 random characters, which nobody reads.
+  Every later block depends only on the message's own cipher text.
 - encryption: a CBC context carries its last cipher block into the next ``update()``. To start a
   message from the IV instead, its first plain block is xor-ed with ``IV xor last block`` (then the
   context computes ``E(P[0] xor IV)``, exactly a fresh context's first block).
@@ -46,7 +47,7 @@ class MessageCipher:
             raise ValueError("the AES key must be 32 bytes (EncodingAESKey is 43 base64 characters)")
         self._iv = key[:16]
         self._app_id = app_id.encode("utf-8")
-        self._decrypt_blocks = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+        self._decrypt_chain = Cipher(algorithms.AES(key), modes.CBC(self._iv)).decryptor()
         self._encrypt_chain = Cipher(algorithms.AES(key), modes.CBC(self._iv)).encryptor()
         self._last = self._iv  # the encryption context's carried block
         self._key = key
@@ -60,7 +61,7 @@ class MessageCipher:
         n = len(raw)
         if n < 32 or n % 16:
             raise CipherError("not whole AES blocks")
-        plain = _xor(self._decrypt_blocks.update(raw), self._iv + raw[:-16])
+        plain = self._decrypt_chain.update(raw)  # plain[:16] is not the random prefix: not read
         pad = plain[-1]
         if not 1 <= pad <= 32:
             raise CipherError("bad padding")
