@@ -165,7 +165,7 @@ async def test_a_roster_upload_with_a_bad_row_names_the_row_and_writes_nothing(w
     content = ("学校,年级,班级,学生姓名,学号\nt-s1,三年级,2,王小明,20260301\nt-s1,三年级,2,李小红,20260302\n"
                "t-s1,三年级,2,新同学,\nt-s1,四年级,1,周小新,20260401\n").encode()  # fmt: skip
     status, page = await upload(b, content, "roster.csv")
-    assert status == 422 and "<td class=\"num\">4</td>" in page and "没有导入" in page
+    assert status == 422 and '<td class="num">4</td>' in page and "没有导入" in page
     assert await world.store.class_info(SCHOOL, "4-1") is None
     status, page = await upload(b, content, "roster.csv", partial="1")
     assert status == 200 and "已导入" in page
@@ -186,7 +186,7 @@ async def test_an_xlsx_roster_is_read_and_a_school_outside_the_scope_is_refused(
     book.save(out)
     b = await world.login("sadmin")
     status, page = await upload(b, out.getvalue(), "roster.xlsx", dry_run="1")
-    assert status == 422 and "<td class=\"num\">5</td>" in page and "t-s2" in page  # not this admin's school
+    assert status == 422 and '<td class="num">5</td>' in page and "t-s2" in page  # not this admin's school
     b = await world.login("dadmin")
     status, page = await upload(b, out.getvalue(), "roster.xlsx", dry_run="1")
     assert status == 200 and "检查完成" in page and "4 行无误" in page
@@ -229,6 +229,20 @@ async def test_the_class_teacher_approves_and_removes_bindings_and_the_family_is
     assert outbox == 2  # two private messages: approved, removed
     entries = await world.console.audit.entries(["d1"], lambda e: True, AuditFilter(action="binding"))
     assert {e.action for e in entries} == {"binding.approve", "binding.remove"}
+
+
+async def test_a_subject_teacher_sees_how_many_families_are_bound_never_who(world: World) -> None:
+    """Bindings are the class teacher's to run: a subject teacher of the class gets the counts, no
+    student or family names, no masked WeChat ids, and nothing to approve or remove."""
+    b = await world.login("subject32")
+    status, page, _ = await b.get(f"/console/roster/bindings?school={SCHOOL}&class={CLASS}")
+    assert status == 200
+    assert "学生 2 人，已绑定 2 人" in page and "待审核的申请 1 条" in page and "家长名单仅班主任可见" in page
+    for name in ("王小明", "李小红", NEWCOMER[:4], "同意", "移除"):
+        assert name not in page
+    teacher = await world.login("teacher32")
+    status, page, _ = await teacher.get(f"/console/roster/bindings?school={SCHOOL}&class={CLASS}")
+    assert status == 200 and "王小明" in page and "李小红" in page and "家长名单仅班主任可见" not in page
 
 
 async def test_the_audit_log_filters_exports_and_shows_each_reader_only_their_part(world: World) -> None:

@@ -244,6 +244,16 @@ async def bindings(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     students = await c.roster.students(school, cid)
     links = await c.roster.guardians(school, cid)
     active = sorted((s for s in students.values() if s.status == ACTIVE), key=lambda s: s.name)
+    names = (await directory(c.roster)).names
+    may_manage = may_manage_class(viewer.subject, district, school, cid)
+    if not may_manage:
+        # A subject teacher: bindings are the class teacher's to run, and who has (not) bound, with
+        # which WeChat, is a list of families like who has not confirmed: counts only.
+        waiting = sum(1 for _cid, sid, _o, _r in await c.roster.pending(school, [cid]) if sid in students)
+        bound_students = sum(1 for s in active if links.get(s.id))
+        return c.page(viewer, "bindings.html", nav="roster", title=f"{class_label(cid)} 绑定", school=school,
+                      class_id=cid, school_name=names.get(school, school), total=len(active),
+                      bound_count=bound_students, waiting=waiting, names_hidden=True)  # fmt: skip
     pending = []
     for _cid, sid, openid, rel in await c.roster.pending(school, [cid]):
         student = students.get(sid)
@@ -257,12 +267,11 @@ async def bindings(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         for link in mine:
             bound.append({"student": s.id, "name": s.name, "openid": link.openid, "masked": mask_openid(link.openid),
                           "relation": RELATIONS.get(link.relation, "家长")})  # fmt: skip
-    names = (await directory(c.roster)).names
     return c.page(
         viewer, "bindings.html", nav="roster", title=f"{class_label(cid)} 绑定", school=school, class_id=cid,
         school_name=names.get(school, school), pending=pending, bound=bound, unbound=unbound, total=len(active),
-        may_approve=may_approve_class(viewer.subject, district, school, cid),
-        may_manage=may_manage_class(viewer.subject, district, school, cid), flash=request.query.get("flash", ""),
+        bound_count=len(active) - len(unbound), may_approve=may_approve_class(viewer.subject, district, school, cid),
+        may_manage=may_manage, flash=request.query.get("flash", ""),
     )  # fmt: skip
 
 
