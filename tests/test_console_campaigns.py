@@ -230,6 +230,26 @@ async def test_a_campaign_made_in_the_form_can_fire_on_a_weekday_and_give_way_to
     assert status == 422 and "no-such-campaign" in page
 
 
+async def test_the_form_says_what_to_do_when_the_day_has_no_school(world: World) -> None:
+    """ "The Friday before each public holiday, or the school day before it when that Friday is a day
+    off": if_not_school_day from the form's simple fields, shown again when the campaign is opened."""
+    b = await world.login("sadmin")
+    form = {**CAMPAIGN, "id": "friday-or-before", "event": "holiday", "on_weekday": "fri",
+            "if_not_school_day": "previous", "csrf": await b.csrf()}  # fmt: skip
+    status, page, _ = await b.post("/console/campaigns/save", list(form.items()))
+    assert status == 303, page
+    saved = await _saved(world, "friday-or-before")
+    assert saved["when"] == {"before": "holiday", "on_weekday": "fri", "at": "16:00", "if_not_school_day": "previous"}
+    status, page, _ = await b.get("/console/campaigns/friday-or-before/edit")
+    assert status == 200 and 'name="when_json"' in page
+    chosen = page.split('name="if_not_school_day"')[1].split("</select>")[0]
+    assert '<option value="previous" selected>' in chosen
+    assert '"on_weekday"' not in page.split('name="when_json"')[1].split("</textarea>")[0]  # shown simply, not as JSON
+    status, _, _ = await b.post("/console/campaigns/save", submitted(page))
+    assert status == 303
+    assert (await _saved(world, "friday-or-before"))["when"] == saved["when"]
+
+
 def upcoming_panel(page: str) -> str:
     return page.split('id="upcoming"')[1].split("</article>")[0]
 
@@ -356,6 +376,7 @@ async def test_saving_the_edit_form_unchanged_keeps_a_campaign_for_the_whole_dis
            "what": {"title": "安全提醒", "body": "请注意安全。", "mode": "none"}}  # fmt: skip
     b, page, refused = await _written_then_opened(world, doc)
     assert not refused, refused
+    assert "这个活动还按地区发送" in page and "选中的学校也会另外收到" in page  # picking schools adds to it
     status, text, _ = await b.post("/console/campaigns/save", submitted(page))
     assert status == 303, text
     saved = await _saved(world, "district-and-region")

@@ -46,13 +46,16 @@ WEEKDAY_KEYS = {"mon": "星期一", "tue": "星期二", "wed": "星期三", "thu
 MODE_LABELS = {"none": "无需确认", "confirm": "确认已读", "understand": "确认并答题"}
 FIELDS = ("id", "name", "description", "anchor", "date", "weekday", "nth", "month", "event", "holiday_name",
           "offset", "offset_unit", "on_weekday", "at", "from", "to", "cron", "when_json", "title", "sender", "body",
-          "mode", "q_text", "q_opt1", "q_opt2", "q_opt3", "q_opt4", "q_answer", "lesson", "deadline_hours")  # fmt: skip
+          "mode", "q_text", "q_opt1", "q_opt2", "q_opt3", "q_opt4", "q_answer", "lesson", "deadline_hours",
+          "if_not_school_day")  # fmt: skip
 # The form's fields that describe the rule (the ``when``).
 RULE_FIELDS = frozenset({"anchor", "date", "weekday", "nth", "month", "event", "holiday_name", "offset", "offset_unit",
-                         "on_weekday", "at", "from", "to", "cron", "when_json"})  # fmt: skip
+                         "on_weekday", "at", "from", "to", "cron", "when_json", "if_not_school_day"})  # fmt: skip
 # The keys of a rule the simple form shows (with its one anchor); any other rule goes to the JSON field.
 SIMPLE_RULE_KEYS = frozenset({"nth", "month", "name", "school_days", "workdays", "days", "on_weekday", "at", "from",
-                              "to"})  # fmt: skip
+                              "to", "if_not_school_day"})  # fmt: skip
+# ``if_not_school_day``, in the form's words ("" is the rule's default, keep)
+FALLBACKS = {"": "照常发送", "next": "改到下一个上课日", "previous": "改到前一个上课日", "skip": "这次不发"}
 # What the form shows of a document; everything else in a stored document (written through the API or
 # `bot campaigns save`) is kept as it was when the form saves it, and named on the form (KEPT_LABELS).
 FORM_KEYS = frozenset({"id", "name", "description", "when", "who", "what", "yields_to"})
@@ -261,7 +264,7 @@ def when_from(values: Mapping[str, str]) -> Any:
             when = {"json": "invalid"}  # the parser names it
     elif anchor == "cron":
         when = {"cron": values["cron"]}
-        for key in ("from", "to"):  # the form shows them for every rule
+        for key in ("from", "to", "if_not_school_day"):  # the form shows them for every rule
             if values[key]:
                 when[key] = values[key]
     else:
@@ -282,7 +285,7 @@ def when_from(values: Mapping[str, str]) -> Any:
             elif values["offset"] and values["offset"] != "0":
                 rule[values["offset_unit"] or "days"] = _int(values["offset"], 1)
         rule["at"] = values["at"] or "09:00"
-        for key in ("from", "to"):
+        for key in ("from", "to", "if_not_school_day"):
             if values[key]:
                 rule[key] = values[key]
         when = rule
@@ -391,6 +394,8 @@ def values_from(doc: dict[str, Any]) -> tuple[dict[str, str], list[str], list[st
         for key in ("nth", "month", "at", "from", "to"):
             if key in rule:
                 values[key] = str(rule[key])
+        fallback = str(rule.get("if_not_school_day", ""))
+        values["if_not_school_day"] = "" if fallback == "keep" else fallback
         values["holiday_name"] = str(rule.get("name", ""))
         for unit in OFFSETS:
             if unit in rule:
@@ -457,9 +462,22 @@ async def _form(c: Console, viewer: Viewer, values: dict[str, str], grades: list
         viewer, "campaign_form.html", nav="campaigns", status=status, title="编辑活动" if editing else "新建活动",
         values=values, grades=grades, picked_schools=schools, errors=errors or {}, editing=editing,
         anchors=ANCHORS, events=EVENTS, offsets=OFFSETS, weekdays=WEEKDAY_KEYS, modes=MODE_LABELS, topics=TOPICS,
+        fallbacks=FALLBACKS,
         all_grades=[(str(g), grade_label(g)) for g in range(0, 13)], schools=await schools_in_scope(c, viewer),
         yield_choices=yield_choices, picked_yields=yields or [], kept=kept(base or {}),
+        reached_regions=_reached_regions(c, base or {}),
     )  # fmt: skip
+
+
+def _reached_regions(c: Console, doc: Mapping[str, Any]) -> list[str]:
+    """The regions (and groups) a stored document reaches, by name: the form does not show them, and
+    schools picked on it are reached as well as these (an audience is a union), which the form says."""
+    who = _table_of(doc.get("who"))
+    runner = _runner(c)
+    names = {r.id: r.name for r in runner.catalog.calendar.regions()} if runner is not None else {}
+    regions = [names.get(str(r), str(r)) for r in who.get("regions") or []]
+    groups = [f"{g}（地区组）" for g in who.get("region_groups") or []]
+    return regions + groups
 
 
 async def new_campaign(request: web.Request, viewer: Viewer) -> web.StreamResponse:
@@ -550,4 +568,3 @@ def register(c: Console) -> None:
     c.get("/campaigns/{id}/edit", edit_campaign)
     c.post("/campaigns/save", save_campaign)
     c.post("/campaigns/switch", switch)
-
