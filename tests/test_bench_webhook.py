@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def test_webhook_bench_compares_the_systems_and_sheds_without_losing(generator: 
     systems = "werobot,echo,full" if HAS_WEROBOT else "echo,full"
     result = bench("webhook", "--seconds", "2", "--rounds", "1", "--warmup", "0.5", "--systems", systems,
                    "--generator", generator, "--saturation", "1.5", "--saturation-connections", "64",
+                   "--saturation-seconds", "2",
                    *(["--no-workers"] if generator == "builtin" else []))  # fmt: skip
     f = result["figures"]
     assert result["bench"] == "webhook"
@@ -62,6 +64,7 @@ def test_webhook_bench_compares_the_systems_and_sheds_without_losing(generator: 
         assert value(result, f"{system}_rps") > 0, system
         assert value(result, f"{system}_errors") == 0 and value(result, f"{system}_5xx") == 0, system
         assert value(result, f"{system}_p99") >= value(result, f"{system}_p50") > 0, system
+        assert value(result, f"{system}_p99_worst_turn") > 0, system
     assert value(result, "full_replies") > 0 and value(result, "full_success_answers") == 0
     assert f["ratio_vs_echo"]["target"] == "≥ 1 ×"
     if HAS_WEROBOT:
@@ -98,3 +101,24 @@ def test_ack_burst_lowest_window_covers_only_the_burst() -> None:
     dipped = [(t, c if t < 8.0 else c - 6000) for t, c in burst[:8]] + [(t, c - 6000) for t, c in burst[8:]]
     assert _lowest_rate(idle_before + dipped) < 2000.0
     assert _lowest_rate(idle_before) == 0.0
+
+
+def test_turns_latencies_merge_into_one_distribution_rounded_up_never_down() -> None:
+    """The p99 of several turns is that of all their answers: a turn of 9,900 quick answers and one
+    of 100 slow ones give the quick p99 only where the slow ones are under 1 %."""
+    from bot.bench.load import QUANTILES, LoadResult, merged_quantile
+
+    def turn(n: int, latencies_ms: list[float]) -> LoadResult:
+        lat = sorted(latencies_ms)
+        grid = [lat[min(len(lat) - 1, math.ceil(q * len(lat)) - 1)] for q in QUANTILES]
+        return LoadResult("test", requests=n, quantiles_ms=grid)
+
+    quick, slow = turn(9_900, [1.0 + i / 10_000 for i in range(9_900)]), turn(100, [50.0] * 100)
+    assert merged_quantile([quick, slow], 0.99) <= 2.0  # 1 % slow answers: p99 among the quick
+    assert merged_quantile([quick, slow], 0.995) == 50.0
+    assert merged_quantile([quick, turn(200, [50.0] * 200)], 0.99) == 50.0  # 2 % slow: p99 is slow
+    one = [float(i) for i in range(1, 1001)]
+    exact = sorted(one)[math.ceil(0.99 * len(one)) - 1]
+    assert merged_quantile([turn(1000, one)], 0.99) == exact  # on the grid: exact
+    assert merged_quantile([turn(1000, one)], 0.985) >= sorted(one)[math.ceil(0.985 * len(one)) - 1]  # between: up
+    assert merged_quantile([], 0.99) == 0.0

@@ -129,6 +129,35 @@ def read_requests(path: Path) -> list[tuple[str, bytes]]:
 
 
 # -- results ----------------------------------------------------------------------------------------
+# The quantiles each result gives of its latencies (1 % steps, then 0.1 % steps above 99 %), so that
+# several turns' distributions can be merged (:func:`merged_quantile`): wrk gives percentiles only.
+QUANTILES: tuple[float, ...] = (*(i / 100 for i in range(1, 100)), *(i / 1000 for i in range(991, 1000)), 0.9999, 1.0)
+
+
+def merged_quantile(results: Iterable[LoadResult], q: float) -> float:
+    """The ``q`` quantile (ms) of all the answers of ``results`` together: each result's latencies
+    taken at ``QUANTILES``, weighted by its answers. A latency between two grid points counts as the
+    upper one, so the figure can only come out higher than the exact one, never lower."""
+    points: list[tuple[float, float]] = []
+    for r in results:
+        if not r.requests or len(r.quantiles_ms) != len(QUANTILES):
+            continue
+        below = 0.0
+        for g, value in zip(QUANTILES, r.quantiles_ms, strict=True):
+            points.append((value, (g - below) * r.requests))
+            below = g
+    if not points:
+        return 0.0
+    points.sort()
+    total = sum(w for _, w in points)
+    seen = 0.0
+    for value, weight in points:
+        seen += weight
+        if seen >= q * total - 1e-9:
+            return value
+    return points[-1][0]
+
+
 @dataclass
 class LoadResult:
     generator: str
@@ -145,6 +174,7 @@ class LoadResult:
     success: int = 0  # 200 with "success" or an empty body (no reply, or shed)
     over_1s: int = -1  # answers later than 1 s (-1: this generator cannot count them)
     wrapped: int = 0  # times a generator ran out of distinct requests and started again
+    quantiles_ms: list[float] = field(default_factory=list)  # latency at each of QUANTILES
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,12 +245,15 @@ function done(summary, latency, requests)
     for k, _ in pairs(t) do t[k] = t[k] + thread:get(k) end
   end
   local e = summary.errors
+  local q = {}
+  for _, p in ipairs(grid) do q[#q + 1] = string.format("%d", latency:percentile(p)) end
   io.write(string.format(
     '\n{"requests": %d, "duration_us": %d, "errors": %d, "status_errors": %d, "p50_us": %d, "p90_us": %d, '
-    .. '"p99_us": %d, "max_us": %d, "five": %d, "success": %d, "replies": %d, "other": %d, "wrapped": %d}\n',
+    .. '"p99_us": %d, "max_us": %d, "five": %d, "success": %d, "replies": %d, "other": %d, "wrapped": %d, '
+    .. '"quantiles_us": [%s]}\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    t.five, t.success, t.replies, t.other, t.wrapped))
+    t.five, t.success, t.replies, t.other, t.wrapped, table.concat(q, ", ")))
 end
 """
 
@@ -246,7 +279,8 @@ def run_wrk(
     if wrk is None:
         raise RuntimeError("wrk is not installed")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="sb-wrk-", delete=False) as script:
-        script.write(WRK_SCRIPT.replace("-- DELAY", _WRK_DELAY if rate else ""))
+        grid = "grid = {" + ", ".join(f"{100 * g:g}" for g in QUANTILES) + "}\n"
+        script.write(grid + WRK_SCRIPT.replace("-- DELAY", _WRK_DELAY if rate else ""))
     mean_delay_ms = 1000.0 * connections / rate if rate else 0.0
     try:
         argv = [wrk, "-t", str(threads), "-c", str(max(connections, threads)), "-d", f"{max(1, round(seconds))}s",
@@ -276,6 +310,7 @@ def run_wrk(
         success=int(w["success"]),
         over_1s=0 if w["max_us"] <= 1_000_000 else -1,  # wrk gives no count, only the max
         wrapped=int(w["wrapped"]),
+        quantiles_ms=[x / 1000 for x in w["quantiles_us"]],
         extra={"offered_rps": rate} if rate else {},
     )
     return result, proc
@@ -403,6 +438,7 @@ class _Generator:
             r.p50_ms, r.p90_ms, r.p99_ms = (1000 * lat[min(len(lat) - 1, math.ceil(q * len(lat)) - 1)]
                                             for q in (0.5, 0.9, 0.99))  # fmt: skip
             r.max_ms = 1000 * lat[-1]
+            r.quantiles_ms = [1000 * lat[min(len(lat) - 1, math.ceil(q * len(lat)) - 1)] for q in QUANTILES]
         r.over_1s = sum(1 for x in lat if x > 1.0)
         return r
 
