@@ -77,7 +77,7 @@ class WireResponse(web.StreamResponse):
         if self._headers or self._cookies or request.method == "HEAD" or status < 200 or status in (204, 304):
             return await self._prepare_generally(request)
         self._req = request
-        writer = self._payload_writer = request._payload_writer
+        writer = self._payload_writer = request.writer
         version = request.version
         keep_alive = self._keep_alive
         if keep_alive is None:
