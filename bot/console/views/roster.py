@@ -253,7 +253,7 @@ async def bindings(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         bound_students = sum(1 for s in active if links.get(s.id))
         return c.page(viewer, "bindings.html", nav="roster", title=f"{class_label(cid)} 绑定", school=school,
                       class_id=cid, school_name=names.get(school, school), total=len(active),
-                      bound_count=bound_students, waiting=waiting, names_hidden=True)  # fmt: skip
+                      bound_count=bound_students, waiting=waiting, names_hidden=True, flash="")  # fmt: skip
     pending = []
     for _cid, sid, openid, rel in await c.roster.pending(school, [cid]):
         student = students.get(sid)
@@ -271,7 +271,7 @@ async def bindings(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         viewer, "bindings.html", nav="roster", title=f"{class_label(cid)} 绑定", school=school, class_id=cid,
         school_name=names.get(school, school), pending=pending, bound=bound, unbound=unbound, total=len(active),
         bound_count=len(active) - len(unbound), may_approve=may_approve_class(viewer.subject, district, school, cid),
-        may_manage=may_manage, flash=request.query.get("flash", ""),
+        may_manage=may_manage, names_hidden=False, flash=request.query.get("flash", ""),
     )  # fmt: skip
 
 
