@@ -44,7 +44,7 @@ from bot.roster.authz import Scope, Subject
 from bot.roster.model import ACTIVE, School, grade_of
 from bot.roster.store import RosterStore
 from bot.store import keys
-from bot.store.redis import Redis, get, hgetall
+from bot.store.redis import Redis, get
 
 if TYPE_CHECKING:
     from bot.scheduler import SchedulerContext
@@ -292,13 +292,21 @@ class CampaignRunner:
         return self.catalog.builtin.get(cid) or (await self.custom()).get(cid)
 
     async def firings(
-        self, start: date, end: date, *, campaigns: Iterable[Campaign] | None = None, problems: list[str] | None = None
+        self,
+        start: date,
+        end: date,
+        *,
+        campaigns: Iterable[Campaign] | None = None,
+        schools: Mapping[str, School] | None = None,
+        problems: list[str] | None = None,
     ) -> list[Firing]:
+        """The firings in ``start``..``end``; with ``schools``, those of these schools only (each
+        school's firings do not depend on the others', but a firing then lists only these)."""
         chosen = list(campaigns) if campaigns is not None else await self.campaigns()
         return plan_firings(
             self.catalog,
             chosen,
-            await self.roster.schools(),
+            schools if schools is not None else await self.roster.schools(),
             await self.store.switches(),
             start,
             end,
@@ -552,8 +560,12 @@ class CampaignRunner:
         if campaign:
             chosen = [c for c in chosen if c.id == campaign]
         problems: list[str] = []
+        # Firings are per district: planning only the district asked for (a school's, when only a
+        # school is) gives its firings exactly, for a fraction of a city's schools.
+        home = district or (schools[school].district if school in schools else "")
+        planned = {k: v for k, v in schools.items() if v.district == home} if home else schools
         firings = plan_firings(
-            self.catalog, chosen, schools, await self.store.switches(), start.date(), end.date(), problems=problems
+            self.catalog, chosen, planned, await self.store.switches(), start.date(), end.date(), problems=problems
         )
         counts = _StudentCounter(self.r)
         entries: list[PreviewEntry] = []
@@ -624,9 +636,13 @@ class _StudentCounter:
 
     async def _load(self, schools: Sequence[str]) -> None:
         classes: list[tuple[str, str]] = []
-        for school in schools:
+        async with self.r.pipeline(transaction=False) as pipe:
+            for school in schools:
+                pipe.hkeys(keys.school_classes(school))
+            class_ids: list[list[str]] = await pipe.execute()
+        for school, ids in zip(schools, class_ids, strict=True):
             self._by_school[school] = {}
-            classes += [(school, cid) for cid in await hgetall(self.r, keys.school_classes(school))]
+            classes += [(school, cid) for cid in ids]
         for i in range(0, len(classes), 500):
             part = classes[i : i + 500]
             async with self.r.pipeline(transaction=False) as pipe:

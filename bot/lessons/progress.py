@@ -20,6 +20,7 @@ Nothing here knows about chat messages.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from bot.lessons.content import BANDS, TOPICS
 from bot.notices.model import PROGRESS, SENT, Record
 from bot.roster.authz import Scope
 from bot.store import keys
+from bot.store.autopipeline import Script, shared
 from bot.store.redis import Redis, get, hgetall
 
 PASS_MARK: Final = 0.8  # the default of [lessons] pass_mark: the share of right answers that passes
@@ -123,6 +125,7 @@ def score(right: int, total: int, mark: float = PASS_MARK) -> tuple[int, bool]:
     return round(100 * right / total), right >= needed
 
 
+@functools.lru_cache(maxsize=4096)  # a few dozen lesson ids, asked for per result in every report
 def topic_of(lesson_id: str) -> str:
     """The topic of a lesson id (``topic-band``); "" when it is not one."""
     for band in BANDS:
@@ -250,6 +253,9 @@ return out
 """
 
 
+_RESULTS_MANY_SCRIPT = Script(_RESULTS_MANY)
+
+
 def _results(raw: dict[str, str]) -> dict[str, LessonResult]:
     return {f: LessonResult.decode(f, v) for f, v in raw.items() if not f.startswith("m:")}
 
@@ -261,7 +267,6 @@ class LessonStore:
         self._finish = redis.register_script(_FINISH)
         self._reviewed = redis.register_script(_REVIEWED)
         self._complete = redis.register_script(_COMPLETE)
-        self._results_many = redis.register_script(_RESULTS_MANY)
 
     # -- progress (per learner) ------------------------------------------------------------
     async def progress(self, openid: str, school: str, student: str) -> Progress | None:
@@ -338,11 +343,15 @@ class LessonStore:
     async def results_many(
         self, school: str, students: Sequence[str], *, chunk: int = 1000
     ) -> dict[str, dict[str, LessonResult]]:
-        """Every lesson result of many students of one school ({} for none), one script call per chunk."""
-        out: dict[str, dict[str, LessonResult]] = {sid: {} for sid in students}
+        """The lesson results of those of many students of one school who have any (most of a city
+        has none: absent), one script call per chunk, on the shared connection (hiredis packs the
+        keys in C: redis-py's per-argument encoding was most of a district report's time)."""
+        out: dict[str, dict[str, LessonResult]] = {}
+        prefix = keys.lesson_results(school, "")
+        pipe = shared(self.r)
         for i in range(0, len(students), chunk):
             part = students[i : i + chunk]
-            found: list[Any] = await self._results_many(keys=[keys.lesson_results(school, sid) for sid in part])
+            found: list[Any] = await pipe.run(_RESULTS_MANY_SCRIPT, [prefix + sid for sid in part], [])
             for j in range(0, len(found), 2):
                 flat: list[str] = found[j + 1]
                 out[part[int(found[j]) - 1]] = _results(dict(zip(flat[::2], flat[1::2], strict=True)))

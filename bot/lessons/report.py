@@ -30,14 +30,15 @@ import unicodedata
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from bot import clock
 from bot.lessons.content import TOPICS
 from bot.lessons.progress import LessonResult, LessonStore
-from bot.roster.model import ACTIVE, Student, class_label, grade_of
+from bot.roster.model import ACTIVE, class_label, grade_of
 from bot.roster.store import RosterStore
 from bot.store import keys
+from bot.store.autopipeline import shared
 from bot.store.redis import Redis
 
 
@@ -124,6 +125,9 @@ class LessonReport:
         return [c for s in self.schools for c in s.classes]
 
 
+_NOTHING = (False, False, False)
+
+
 def status(
     results: Mapping[str, LessonResult], topic: str = "", since: float = 0, until: float = 0
 ) -> tuple[bool, bool, bool]:
@@ -142,6 +146,18 @@ def status(
         finished = finished or passed or within(r.finished)
         started = started or finished or within(r.started)
     return started, finished, passed
+
+
+def statuses(
+    results: Mapping[str, LessonResult], since: float = 0, until: float = 0
+) -> dict[str, tuple[bool, bool, bool]]:
+    """``status`` for each topic the student has results in, and for all of them ("" key), in one pass."""
+    by_topic: dict[str, list[LessonResult]] = {}
+    for r in results.values():
+        by_topic.setdefault(r.topic, []).append(r)
+    out = {t: status({r.lesson: r for r in rs}, "", since, until) for t, rs in by_topic.items() if t}
+    out[""] = status(results, "", since, until)
+    return out
 
 
 def _count(rates: Rates, state: tuple[bool, bool, bool]) -> None:
@@ -214,18 +230,26 @@ def _class_order(cid: str) -> tuple[int, str]:
 
 _SCHOOLS_AT_ONCE = 8
 # one school's classes (in order), their active students, and those students' lesson results
-_SchoolData = tuple[list[str], dict[str, dict[str, Student]], dict[str, dict[str, LessonResult]]]
+# per class: its active students as (id, name), by name when names are asked for
+_SchoolData = tuple[list[str], dict[str, list[tuple[str, str]]], dict[str, dict[str, LessonResult]]]
 
 
-async def _active_students(redis: Redis, school: str, class_ids: list[str]) -> dict[str, dict[str, Student]]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for cid in class_ids:
-            pipe.hgetall(keys.class_students(school, cid))
-        raws = cast(list[dict[str, str]], await pipe.execute())
-    out: dict[str, dict[str, Student]] = {}
-    for cid, raw in zip(class_ids, raws, strict=True):
-        students = (Student.decode(school, cid, sid, v) for sid, v in raw.items())
-        out[cid] = {s.id: s for s in students if s.status == ACTIVE}
+async def _active_students(
+    redis: Redis, school: str, class_ids: list[str], *, by_name: bool
+) -> dict[str, list[tuple[str, str]]]:
+    """Each class's active students, (id, name), read raw on the shared connection: a district has
+    tens of thousands, and building a Student for each was a good part of its report's time."""
+    raws = await shared(redis).execute_many(*(("HGETALL", keys.class_students(school, cid)) for cid in class_ids))
+    out: dict[str, list[tuple[str, str]]] = {}
+    for cid, flat in zip(class_ids, raws, strict=True):
+        members = []
+        for sid, value in zip(flat[::2], flat[1::2], strict=True):
+            name, _, state = value.partition("|")  # Student.encode: "name|status", status "" = active
+            if (state or ACTIVE) == ACTIVE:
+                members.append((sid, name))
+        if by_name:
+            members.sort(key=lambda m: m[1])
+        out[cid] = members
     return out
 
 
@@ -276,8 +300,8 @@ async def build_report(
         if chosen is not None and class_id and class_id not in known:
             raise ReportError("class", f"no class {class_id!r} in school {school_id!r}")
         class_ids = sorted(chosen if chosen is not None else known, key=_class_order)
-        members = await _active_students(redis, school_id, class_ids)
-        results = await store.results_many(school_id, [sid for cid in class_ids for sid in members[cid]])
+        members = await _active_students(redis, school_id, class_ids, by_name=names)
+        results = await store.results_many(school_id, [sid for cid in class_ids for sid, _ in members[cid]])
         return class_ids, members, results
 
     order = [s for s in sorted(wanted, key=lambda s: (schools[s].district if s in schools else "", s)) if s in schools]
@@ -295,19 +319,20 @@ async def build_report(
         for cid in class_ids:
             c_rates = ClassRates(school_id, cid)
             idle = 0  # students with no lesson at all (most of a city): counted in bulk below
-            for sid, student in sorted(members[cid].items(), key=lambda kv: kv[1].name):
+            for sid, name in members[cid]:
                 mine = results.get(sid)
                 if not mine:
                     idle += 1
                     if names:
-                        c_rates.not_started.append(student.name)
+                        c_rates.not_started.append(name)
                     continue
-                state = status(mine, topic, since, until)
+                states = statuses(mine, since, until)
+                state = states.get(topic, _NOTHING)
                 _count(c_rates.rates, state)
                 if names and not state[0]:
-                    c_rates.not_started.append(student.name)
+                    c_rates.not_started.append(name)
                 for t, rates in by_topic.items():
-                    _count(rates, status(mine, t, since, until))
+                    _count(rates, states.get(t, _NOTHING))
             c_rates.rates.students += idle
             for rates in by_topic.values():
                 rates.students += idle

@@ -131,7 +131,7 @@ async def campaign_list(request: web.Request, viewer: Viewer) -> web.StreamRespo
     campaigns = [camp for camp in await runner.campaigns() if _visible(camp, scoped, s)]
     today = clock.local(clock.now()).date()
     targets = {scoped.school.id: scoped.school} if scoped.school else scoped.schools
-    firings = await runner.firings(today, today + timedelta(days=CALENDAR_DAYS), campaigns=campaigns)
+    firings = await runner.firings(today, today + timedelta(days=CALENDAR_DAYS), campaigns=campaigns, schools=targets)
     nexts: dict[str, Any] = {}
     for f in firings:
         if f.ts > clock.now() and (set(f.schools) & set(targets)):
