@@ -21,6 +21,7 @@ from bot.chat.router import Router
 from bot.chat.texts import Texts
 from bot.config import Config
 from bot.delivery.outbox import enqueue_inbound, enqueue_text
+from bot.metrics import BATCHED
 from bot.store.redis import Redis
 from bot.web import ops
 from bot.web.ratelimit import PerUserLimit, ip_limit_middleware
@@ -116,6 +117,7 @@ def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) ->
         await engine.drain(config.server.shutdown_timeout)
         if own_api:
             await api.close()
+        BATCHED.flush()  # the last second's callback metrics
 
     async def create_menu(app: web.Application) -> None:
         try:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
 
-from bot.metrics import REQUEST_LATENCY
+from bot.metrics import BATCHED, REQUEST_LATENCY
 from bot.store.redis import Redis
 
 REDIS_KEY: web.AppKey[Redis] = web.AppKey("redis", Redis)
@@ -29,6 +29,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    BATCHED.flush()  # this process's last second (the others' come within a second)
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -50,7 +51,7 @@ def observe(route: str, status: int, seconds: float) -> None:
     child = _LATENCY.get(key)
     if child is None:
         child = _LATENCY[key] = REQUEST_LATENCY.labels(route, f"{status // 100}xx" if status else "error")
-    child.observe(seconds)
+    BATCHED.observe(child, seconds)
 
 
 @web.middleware

@@ -42,7 +42,7 @@ from wechatpy.events import EVENT_TYPES
 from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 
 from bot.config import WeChatConfig
-from bot.metrics import CALLBACK_OUTCOMES
+from bot.metrics import BATCHED, CALLBACK_OUTCOMES
 from bot.web.wire import TEXT, XML
 from bot.wechat.aes import CipherError, MessageCipher
 from bot.wechat.protocol import mask_openid, signature, signature_matches
@@ -79,7 +79,7 @@ def _outcome(name: str) -> None:
     child = _OUTCOMES.get(name)
     if child is None:
         child = _OUTCOMES[name] = CALLBACK_OUTCOMES.labels(name)
-    child.inc()
+    BATCHED.inc(child)  # added to the counter within a second
 
 
 class Refused(Exception):
