@@ -406,7 +406,9 @@ def run_worker(cfg: Config, *, burst: bool = False) -> int:
     cfg.require_wechat()
     server = start_embedded_if_needed(cfg)
     try:
-        asyncio.run(worker_forever(cfg, burst=burst))
+        # the same loop as bot serve (server.event_loop): a worker is mostly HTTP calls to WeChat
+        with asyncio.Runner(loop_factory=lambda: new_event_loop(cfg.server.event_loop)) as runner:
+            runner.run(worker_forever(cfg, burst=burst))
     finally:
         if server:
             server.stop()
