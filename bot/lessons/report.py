@@ -241,9 +241,11 @@ async def _active_students(
     tens of thousands, and building a Student for each was a good part of its report's time."""
     raws = await shared(redis).execute_many(*(("HGETALL", keys.class_students(school, cid)) for cid in class_ids))
     out: dict[str, list[tuple[str, str]]] = {}
-    for cid, flat in zip(class_ids, raws, strict=True):
+    for cid, raw in zip(class_ids, raws, strict=True):
         members = []
-        for sid, value in zip(flat[::2], flat[1::2], strict=True):
+        # a flat list from the shared connection; a dict from redis-py (Redis Cluster)
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        for sid, value in pairs:
             name, _, state = value.partition("|")  # Student.encode: "name|status", status "" = active
             if (state or ACTIVE) == ACTIVE:
                 members.append((sid, name))
