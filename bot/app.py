@@ -22,6 +22,7 @@ from bot.chat.texts import Texts
 from bot.config import Config
 from bot.delivery.outbox import enqueue_inbound, enqueue_text
 from bot.metrics import BATCHED
+from bot.store.autopipeline import close_bulk
 from bot.store.redis import Redis
 from bot.web import ops
 from bot.web.ratelimit import PerUserLimit, ip_limit_middleware
@@ -118,6 +119,7 @@ def create_app(config: Config, redis: Redis, *, api: WeChatAPI | None = None) ->
         if own_api:
             await api.close()
         BATCHED.flush()  # the last second's callback metrics
+        await close_bulk(redis)  # reports' connection
 
     async def create_menu(app: web.Application) -> None:
         try:

@@ -44,10 +44,11 @@ class Batched:
         self._counts: dict[Any, int] = {}  # a counter's child -> increments
         self._observed: dict[Any, list[float]] = {}  # a histogram's child -> [sum, count per bucket...]
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
 
     def inc(self, child: Any) -> None:
         self._counts[child] = self._counts.get(child, 0) + 1
-        if self._timer is None:
+        if self._timer is None or self._loop is not asyncio._get_running_loop():
             self._schedule()
 
     def observe(self, child: Any, value: float) -> None:
@@ -56,21 +57,23 @@ class Batched:
             tally = self._observed[child] = [0.0] * (len(child._upper_bounds) + 1)
         tally[0] += value
         tally[1 + bisect.bisect_left(child._upper_bounds, value)] += 1.0  # the first bound >= value
-        if self._timer is None:
+        if self._timer is None or self._loop is not asyncio._get_running_loop():
             self._schedule()
 
     def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a command-line tool): nothing to batch with
+        """A flush on this loop within ``delay``; at once when there is no loop (a command-line tool),
+        or when the timer was on another loop (one that ended with it pending, say)."""
+        loop = asyncio._get_running_loop()
+        if self._timer is not None or loop is None:
             self.flush()
-            return
-        self._timer = loop.call_later(self.delay, self.flush)
+        if loop is not None:
+            self._loop = loop
+            self._timer = loop.call_later(self.delay, self.flush)
 
     def flush(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self._timer.cancel()  # (on a closed loop: nothing to cancel, nothing raised)
+            self._timer = self._loop = None
         counts, self._counts = self._counts, {}
         observed, self._observed = self._observed, {}
         for child, n in counts.items():

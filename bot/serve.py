@@ -23,6 +23,7 @@ from yarl import URL
 from bot.app import CALLBACK_KEY, create_app
 from bot.config import Config, dump_toml
 from bot.delivery.worker import Job, Worker, WorkerContext
+from bot.metrics import BATCHED
 from bot.store.redis import Redis, connect, start_embedded_if_needed
 from bot.web import ops
 from bot.web.wire import WireResponse
@@ -398,6 +399,7 @@ async def worker_forever(cfg: Config, *, burst: bool = False) -> int:
         log.info("worker %s stopped after %d jobs", worker.name, done)
         return done
     finally:
+        BATCHED.flush()  # the outcomes of callbacks it answered (shed ones) in its last second
         await api.close()
         await redis.aclose()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config
+from bot.store.autopipeline import close_bulk
 from bot.store.embedded import EmbeddedRedis
 from bot.store.redis import Redis, connect, is_cluster
 
@@ -51,6 +52,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     try:
         yield client
     finally:
+        await close_bulk(client)
         await client.aclose()
 
 

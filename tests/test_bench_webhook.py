@@ -6,10 +6,13 @@ check that every system answered, nothing was lost and the figures are all there
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +125,27 @@ def test_turns_latencies_merge_into_one_distribution_rounded_up_never_down() -> 
     assert merged_quantile([turn(1000, one)], 0.99) == exact  # on the grid: exact
     assert merged_quantile([turn(1000, one)], 0.985) >= sorted(one)[math.ceil(0.985 * len(one)) - 1]  # between: up
     assert merged_quantile([], 0.99) == 0.0
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+async def test_wrk_gives_every_quantile_up_to_its_slowest_answer(aiohttp_server: Any, tmp_path: Path) -> None:
+    """The quantiles the merged p99 is made of: one per grid point, never decreasing, the last the
+    slowest answer (wrk's own percentile(100) is 0)."""
+    from aiohttp import web
+
+    from bot.bench.load import QUANTILES, run_wrk, write_requests
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="success")
+
+    app = web.Application()
+    app.router.add_post("/wechat", answer)
+    server = await aiohttp_server(app)
+    requests = tmp_path / "requests.txt"
+    write_requests([(f"/wechat?n={i}", b"<xml/>") for i in range(20_000)], requests)
+    result, _ = await asyncio.to_thread(run_wrk, f"http://127.0.0.1:{server.port}", requests, connections=4, seconds=1)
+    q = result.quantiles_ms
+    assert result.requests > 0 and len(q) == len(QUANTILES)
+    assert all(a <= b for a, b in itertools.pairwise(q)) and q[0] > 0
+    assert q[-1] == result.max_ms

@@ -71,3 +71,28 @@ def test_without_a_loop_each_update_goes_at_once_and_with_one_within_the_delay()
 
     before, after = asyncio.run(scenario())
     assert before == 1.0 and after == 11.0
+
+
+def test_a_timer_left_on_an_ended_loop_does_not_hold_later_updates() -> None:
+    """A loop that ended with the flush still pending (a second asyncio.run in one process): the
+    next update, on the next loop, hands over what was held and batches afresh there."""
+    registry = CollectorRegistry()
+    counter = Counter("v_total", "v", registry=registry)
+    batch = Batched(delay=0.05)
+
+    async def first() -> None:
+        for _ in range(3):
+            batch.inc(counter)  # its timer never fires: the loop ends first
+
+    async def second() -> tuple[float | None, float | None]:
+        batch.inc(counter)  # hands over what the ended loop held (and this one)
+        handed = registry.get_sample_value("v_total")
+        batch.inc(counter)  # batched on this loop
+        held = registry.get_sample_value("v_total")
+        await asyncio.sleep(0.2)
+        assert registry.get_sample_value("v_total") == 5.0
+        return handed, held
+
+    asyncio.run(first())
+    assert registry.get_sample_value("v_total") == 0.0
+    assert asyncio.run(second()) == (4.0, 4.0)

@@ -246,7 +246,9 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   local q = {}
-  for _, p in ipairs(grid) do q[#q + 1] = string.format("%d", latency:percentile(p)) end
+  for _, p in ipairs(grid) do  -- (wrk 4.1's percentile(100) is 0: its rank is one past the count)
+    q[#q + 1] = string.format("%d", p >= 100 and latency.max or latency:percentile(p))
+  end
   io.write(string.format(
     '\n{"requests": %d, "duration_us": %d, "errors": %d, "status_errors": %d, "p50_us": %d, "p90_us": %d, '
     .. '"p99_us": %d, "max_us": %d, "five": %d, "success": %d, "replies": %d, "other": %d, "wrapped": %d, '

@@ -31,7 +31,7 @@ from bot.lessons.content import BANDS, TOPICS
 from bot.notices.model import PROGRESS, SENT, Record
 from bot.roster.authz import Scope
 from bot.store import keys
-from bot.store.autopipeline import Script, shared
+from bot.store.autopipeline import Script, bulk
 from bot.store.redis import Redis, get, hgetall
 
 PASS_MARK: Final = 0.8  # the default of [lessons] pass_mark: the share of right answers that passes
@@ -344,11 +344,11 @@ class LessonStore:
         self, school: str, students: Sequence[str], *, chunk: int = 1000
     ) -> dict[str, dict[str, LessonResult]]:
         """The lesson results of those of many students of one school who have any (most of a city
-        has none: absent), one script call per chunk, on the shared connection (hiredis packs the
+        has none: absent), one script call per chunk, on the bulk connection (hiredis packs the
         keys in C: redis-py's per-argument encoding was most of a district report's time)."""
         out: dict[str, dict[str, LessonResult]] = {}
         prefix = keys.lesson_results(school, "")
-        pipe = shared(self.r)
+        pipe = bulk(self.r)
         for i in range(0, len(students), chunk):
             part = students[i : i + chunk]
             found: list[Any] = await pipe.run(_RESULTS_MANY_SCRIPT, [prefix + sid for sid in part], [])

@@ -38,7 +38,7 @@ from bot.lessons.progress import LessonResult, LessonStore
 from bot.roster.model import ACTIVE, class_label, grade_of
 from bot.roster.store import RosterStore
 from bot.store import keys
-from bot.store.autopipeline import shared
+from bot.store.autopipeline import bulk
 from bot.store.redis import Redis
 
 
@@ -237,13 +237,14 @@ _SchoolData = tuple[list[str], dict[str, list[tuple[str, str]]], dict[str, dict[
 async def _active_students(
     redis: Redis, school: str, class_ids: list[str], *, by_name: bool
 ) -> dict[str, list[tuple[str, str]]]:
-    """Each class's active students, (id, name), read raw on the shared connection: a district has
-    tens of thousands, and building a Student for each was a good part of its report's time."""
-    raws = await shared(redis).execute_many(*(("HGETALL", keys.class_students(school, cid)) for cid in class_ids))
+    """Each class's active students, (id, name), read raw (hiredis, in C): a district has
+    tens of thousands, and building a Student for each was a good part of its report's time. On the
+    bulk connection, not the callbacks' (``bulk``)."""
+    raws = await bulk(redis).execute_many(*(("HGETALL", keys.class_students(school, cid)) for cid in class_ids))
     out: dict[str, list[tuple[str, str]]] = {}
     for cid, raw in zip(class_ids, raws, strict=True):
         members = []
-        # a flat list from the shared connection; a dict from redis-py (Redis Cluster)
+        # a flat list from our autopipeline; a dict from redis-py (Redis Cluster)
         pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
         for sid, value in pairs:
             name, _, state = value.partition("|")  # Student.encode: "name|status", status "" = active

@@ -9,7 +9,8 @@ order: Redis answers a connection's commands in the order they came, so no ids a
 What it is for: the few commands every callback sends (the BEGIN/END scripts, the dedupe poll, the
 enqueue of a shed message) and the few a hot handler sends (a parent's 「确认」: see
 ``NoticeService.waiting_for``/``confirm``). One per Redis client (:func:`shared`). Everything else
-keeps using the redis-py client, which it is built from (same server, database, credentials, TLS).
+keeps using the redis-py client, which it is built from (same server, database, credentials, TLS),
+or, for bulk reads, a second autopipeline on a connection of its own (:func:`bulk`).
 Errors are redis-py's: ``ResponseError`` (``NoScriptError`` for an unknown script),
 ``ConnectionError`` when the connection is lost (every command in flight on it fails; the next
 command reconnects). Replies are decoded as with ``decode_responses=True``.
@@ -160,6 +161,27 @@ def shared(redis: Any) -> Autopipeline:
     if pipe is None:
         pipe = _SHARED[redis] = Autopipeline(redis)
     return pipe
+
+
+_BULK: weakref.WeakKeyDictionary[Any, Autopipeline] = weakref.WeakKeyDictionary()
+
+
+def bulk(redis: Any) -> Autopipeline:
+    """A second autopipeline of this client, on a connection of its own, for reads of many keys at
+    once (a district's lesson report: tens of thousands). On :func:`shared`'s connection their
+    replies would hold up every callback's commands sent meanwhile, which wait their turn in the
+    byte stream; here hiredis still packs and parses them in C."""
+    pipe = _BULK.get(redis)
+    if pipe is None:
+        pipe = _BULK[redis] = Autopipeline(redis)
+    return pipe
+
+
+async def close_bulk(redis: Any) -> None:
+    """Close this client's :func:`bulk` connection, if it was opened."""
+    pipe = _BULK.pop(redis, None)
+    if pipe is not None:
+        await pipe.aclose()
 
 
 class Autopipeline:

@@ -63,6 +63,9 @@ async def redis_from_config(cfg: Config) -> AsyncIterator[Redis]:
     try:
         yield client
     finally:
+        from bot.store.autopipeline import close_bulk
+
+        await close_bulk(client)
         await client.aclose()
         if server is not None:
             server.stop()
