@@ -403,3 +403,38 @@ async def test_a_wire_response_given_headers_is_written_by_aiohttp(aiohttp_clien
             assert resp.headers["Content-Type"] == "application/xml; charset=utf-8"
             assert await resp.read() == "<xml>平安</xml>".encode()
             assert resp.headers.get("X-Stamp") == stamp_header
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_a_callback_whose_body_arrives_in_pieces_is_read_whole(config: Config, loop_kind: str) -> None:
+    """Over a real network a callback of a few kilobytes (a long message, encrypted and base64'd)
+    comes in several TCP segments: the handler may start with only the first. It must read the
+    body to its Content-Length, not take the first piece for the whole and refuse it."""
+    config.wechat.menu_on_start = False
+    answers: list[tuple[str, bytes]] = []
+
+    async def scenario(base: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        text = "请问明天放学后学校有没有安排看护，" * 40  # ~1,700 characters: ~7 KB encrypted
+        query, body = build_callback(config.wechat, _text("o-pieces-parent-00001", 882001, text))
+        path = "/wechat?" + "&".join(f"{k}={v}" for k, v in query.items())
+        head = _post(path, body)[: -len(body)]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(head + body[:300])
+            await writer.drain()
+            for i in range(300, len(body), 1000):  # the rest a piece at a time, a little later each
+                await asyncio.sleep(0.02)
+                writer.write(body[i : i + 1000])
+                await writer.drain()
+            status = (await reader.readuntil(b"\r\n")).decode().strip()
+            headers = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            length = int(next(h.split(":")[1] for h in headers.split("\r\n") if h.lower().startswith("content-length")))
+            answers.append((status, await reader.readexactly(length)))
+        finally:
+            writer.close()
+
+    _on_loop(loop_kind, lambda: _serving(config, scenario))
+    ((status, reply),) = answers
+    assert status == "HTTP/1.1 200 OK", reply
+    assert "<Content><![CDATA[" in read_reply(config.wechat, reply)

@@ -340,10 +340,24 @@ class WeChatCallback:
         await self.deferred(inbound.message, inbound.dedupe_key)
 
     async def _body(self, request: web.Request) -> bytes:
+        """The whole body, at most ``wechat.body_limit`` bytes. It may come in several TCP segments
+        (a long message's callback is a few kilobytes), and the handler may start with the first:
+        read to the end, not what happens to be there (``StreamReader.read(n)`` returns that)."""
         limit = self.cfg.body_limit
         if request.content_length is not None and request.content_length > limit:
             raise Refused(413, "too_large", "body too large")
-        body = await request.content.read(limit + 1)
+        content = request.content
+        if content.is_eof():  # all of it came with the headers (most callbacks): no waiting
+            body = content.read_nowait()
+        else:
+            pieces: list[bytes] = []
+            size = 0
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(413, "too_large", "body too large")
+                pieces.append(chunk)
+            body = b"".join(pieces)
         if len(body) > limit:
             raise Refused(413, "too_large", "body too large")
         return body

@@ -218,7 +218,9 @@ async def _fetch(c: Console, url: str) -> tuple[str, bytes] | None:
         content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if resp.status != 200 or content_type not in QR_TYPES:
             return None
-        body = await resp.content.read(1024 * 1024 + 1)
+        body = b""  # to the end (read(n) gives what has arrived so far): at most 1 MiB
+        while len(body) <= 1024 * 1024 and (chunk := await resp.content.read(1024 * 1024 + 1 - len(body))):
+            body += chunk
         return (content_type, body) if len(body) <= 1024 * 1024 else None
 
 
