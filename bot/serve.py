@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
 from yarl import URL
@@ -249,6 +249,15 @@ async def start_site(app: web.Application, host: str, port: int, *, reuse_port: 
     return runner
 
 
+T = TypeVar("T")
+
+
+def run_on_loop(kind: str, main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the loop ``server.event_loop`` names (see :func:`new_event_loop`)."""
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
+        return runner.run(main)
+
+
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     """``server.event_loop``: uvloop when asked for and installed, else asyncio's own."""
     if kind == "uvloop":
@@ -288,8 +297,7 @@ def run_serve(cfg: Config, workers: int, *, child: bool = False) -> int:
         try:
             # uvloop by default (~10% less CPU per callback); AcceptAllSite keeps a burst of new
             # connections from waiting on libuv's one accept per loop turn.
-            with asyncio.Runner(loop_factory=lambda: new_event_loop(cfg.server.event_loop)) as runner:
-                runner.run(serve_forever(cfg, reuse_port=child))
+            run_on_loop(cfg.server.event_loop, serve_forever(cfg, reuse_port=child))
         finally:
             if server:
                 server.stop()
@@ -409,8 +417,7 @@ def run_worker(cfg: Config, *, burst: bool = False) -> int:
     server = start_embedded_if_needed(cfg)
     try:
         # the same loop as bot serve (server.event_loop): a worker is mostly HTTP calls to WeChat
-        with asyncio.Runner(loop_factory=lambda: new_event_loop(cfg.server.event_loop)) as runner:
-            runner.run(worker_forever(cfg, burst=burst))
+        run_on_loop(cfg.server.event_loop, worker_forever(cfg, burst=burst))
     finally:
         if server:
             server.stop()

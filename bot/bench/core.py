@@ -26,7 +26,6 @@ The exit code is 0 when the run completed, whatever the figures; 1 when it faile
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextvars
 import importlib
 import json
@@ -216,10 +215,9 @@ def run(name: str, argv: list[str]) -> int:
     try:
         # on the loop bot serve and bot worker run on by default (uvloop), as what is measured in
         # this process (a worker draining a notice, the console) runs in production
-        from bot.serve import new_event_loop
+        from bot.serve import run_on_loop
 
-        with asyncio.Runner(loop_factory=lambda: new_event_loop("uvloop")) as runner:
-            figures = runner.run(bench.function(args))  # the run's context (and its notes) is copied in
+        figures = run_on_loop("uvloop", bench.function(args))  # the run's context (and its notes) is copied in
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -27,7 +27,7 @@ import asyncio
 import csv
 import io
 import unicodedata
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -132,14 +132,15 @@ def status(
     results: Mapping[str, LessonResult], topic: str = "", since: float = 0, until: float = 0
 ) -> tuple[bool, bool, bool]:
     """(started, finished a quiz, passed) for one student, within the topic and [since, until)."""
+    return _fold((r for r in results.values() if not topic or r.topic == topic), since, until)
 
+
+def _fold(results: Iterable[LessonResult], since: float, until: float) -> tuple[bool, bool, bool]:
     def within(ts: int) -> bool:
         return ts > 0 and ts >= since and (not until or ts < until)
 
     started = finished = passed = False
-    for r in results.values():
-        if topic and r.topic != topic:
-            continue
+    for r in results:
         # A pass is a finished quiz, and a finished quiz a started lesson: in the period, each implies
         # the next even when the later time of the lesser event (a restart) falls outside it.
         passed = passed or within(r.passed_at)
@@ -155,8 +156,8 @@ def statuses(
     by_topic: dict[str, list[LessonResult]] = {}
     for r in results.values():
         by_topic.setdefault(r.topic, []).append(r)
-    out = {t: status({r.lesson: r for r in rs}, "", since, until) for t, rs in by_topic.items() if t}
-    out[""] = status(results, "", since, until)
+    out = {t: _fold(rs, since, until) for t, rs in by_topic.items() if t}
+    out[""] = _fold(results.values(), since, until)
     return out
 
 

@@ -9,7 +9,7 @@ the callback's CPU. :class:`WireResponse` builds the same bytes directly and wri
 
 It is only for answers nothing else gets to touch: ``bot.serve`` hands POSTs to the callback path
 straight to the callback, past the router, the middlewares and the signals. Should a header or a
-cookie be set on one all the same, it is written the general way (``tests/test_wire.py``).
+cookie be set on one all the same, it is written the general way (``tests/test_serve_site.py``).
 """
 
 from __future__ import annotations

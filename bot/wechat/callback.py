@@ -74,6 +74,12 @@ Answer = tuple[int, str, bytes]  # status, content type, body
 _SUCCESS: Answer = (200, TEXT, b"success")
 
 
+def _response(answer: Answer) -> web.Response:
+    """An answer as a response for the application (``bot.serve``'s direct path writes it itself)."""
+    status, content_type, body = answer
+    return web.Response(status=status, body=body, headers={hdrs.CONTENT_TYPE: content_type})
+
+
 def _outcome(name: str) -> None:
     """``CALLBACK_OUTCOMES.labels(name).inc()`` without looking the child up every time."""
     child = _OUTCOMES.get(name)
@@ -242,16 +248,14 @@ class WeChatCallback:
         try:
             self._check_query_signature(request.query)
         except Refused as exc:
-            status, content_type, body = self._refuse(exc)
-            return web.Response(status=status, body=body, headers={hdrs.CONTENT_TYPE: content_type})
+            return _response(self._refuse(exc))
         echostr = request.query.get("echostr", "")
         _outcome("verified")
         return web.Response(text=echostr, content_type="text/plain")
 
     # -- POST: messages and events ----------------------------------------------------------
     async def handle_post(self, request: web.Request) -> web.Response:
-        status, content_type, body = await self.answer(request)
-        return web.Response(status=status, body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        return _response(await self.answer(request))
 
     async def answer(self, request: web.Request) -> Answer:
         """A POST's answer, as (status, content type, body): ``handle_post`` makes it a response
