@@ -17,7 +17,7 @@ from bot.config import Config
 from bot.delivery.cards import CardSender, client_msg_id
 from bot.delivery.worker import Worker
 from bot.notices.followup import sweep
-from bot.notices.model import Draft, FollowUp, NoticeError, Question, Record
+from bot.notices.model import SENDING, Draft, FollowUp, NoticeError, Question, Record
 from bot.notices.service import NoticeService
 from bot.roster import chat as roster_chat
 from bot.roster.authz import Scope, Subject
@@ -135,6 +135,7 @@ async def test_creating_the_same_notice_twice_with_one_key_gives_one_notice(worl
     await world.drain()
     assert len(await world.cards_of(world.parents["20260301"][0])) == 1
 
+
 async def test_a_sender_that_died_after_claiming_the_key_leaves_a_notice_the_repeat_lists_and_plans(
     world: World,
 ) -> None:
@@ -156,7 +157,6 @@ async def test_a_sender_that_died_after_claiming_the_key_leaves_a_notice_the_rep
     assert await world.redis.hlen(keys.notice_records(notice.id)) == 3
     await world.drain()
     assert len(await world.cards_of(world.parents["20260301"][0])) == 1
-
 
 
 async def test_card_fields_over_20_characters_are_refused_before_wechat(world: World) -> None:
@@ -226,14 +226,49 @@ async def test_a_card_retried_after_busy_answers_counts_once_against_the_familys
         await world.em.inject_fault(SEND, **fault)
         await world.cards.run(job, now=start + 60 * minute)
         assert await world.cards_of(g) == [], fault
-    assert await world.redis.get(cap) == "1"  # the lost answer (502): that card may have gone out
+    assert await world.redis.smembers(cap) == {f"{notice.id}:0"}  # the lost answer (502): it may have gone out
     assert (await world.notices.record(notice.id, g)).status == "p"  # type: ignore[union-attr]
     await world.cards.run(job, now=start + 180)  # resent inside WeChat's window, not held until tomorrow
     assert len(await world.cards_of(g)) == 1
     assert (await world.notices.record(notice.id, g)).status == "s"  # type: ignore[union-attr]
-    assert await world.redis.get(cap) == "1"
+    assert await world.redis.scard(cap) == 1
     tomorrow = clock.next_at(clock.next_midnight(start), world.config.delivery.quiet_end)  # where the cap holds
     assert tomorrow not in [score for _, score in await world.redis.zrange(keys.outbox_held(), 0, -1, withscores=True)]
+
+
+async def test_a_batch_redone_after_a_kill_between_charging_and_marking_counts_its_cards_once(world: World) -> None:
+    """A worker killed after taking the families' slots but before marking the records: the batch
+    is redone, and the cards that took their slots go out today instead of waiting for tomorrow."""
+    world.config.delivery.family_daily_cap = 1
+    notice, _, _ = await world.notices.submit(world.draft(), ADMIN)
+    g = world.parents["20260302"][0]
+    start = at_local(10)
+    day = clock.day_key(start)
+    kept, over = await world.cards._apply_cap([g], {}, f"{notice.id}:0", day, 1)  # where the kill left it
+    assert (kept, over) == ([g], [])
+    await world.cards.run({"k": "cards", "n": notice.id, "u": "0", "r": "0", "to": g}, now=start)
+    assert len(await world.cards_of(g)) == 1
+    assert await world.redis.zcard(keys.outbox_held()) == 0
+    assert await world.redis.scard(keys.family_cap(g, day)) == 1
+
+
+async def test_a_resend_after_a_kill_that_gave_its_slot_back_is_counted_again(world: World) -> None:
+    """A worker killed after giving back the slot of a card answered -1 but before recording it: the
+    record stays "sending" (maybe sent) and is resent; that resend takes its slot again, so the
+    family's next card today waits for tomorrow as the cap says."""
+    world.config.delivery.family_daily_cap = 1
+    first, _, _ = await world.notices.submit(world.draft(title="第一条"), ADMIN)
+    second, _, _ = await world.notices.submit(world.draft(title="第二条"), ADMIN)
+    g = world.parents["20260302"][0]
+    start = at_local(10)
+    day = clock.day_key(start)
+    await world.cards._mark(first.id, [g], 0, SENDING, start)  # marked sending, slot given back, then killed
+    await world.cards.run({"k": "cards", "n": first.id, "u": "0", "r": "0", "to": g}, now=start + 60)
+    assert [c["data"]["thing1"] for c in await world.cards_of(g)] == ["第一条"]
+    assert await world.redis.smembers(keys.family_cap(g, day)) == {f"{first.id}:0"}
+    await world.cards.run({"k": "cards", "n": second.id, "u": "0", "r": "0", "to": g}, now=start + 120)
+    assert len(await world.cards_of(g)) == 1  # held: the family had its one card today
+    assert await world.redis.zcard(keys.outbox_held()) == 1
 
 
 async def test_the_daily_quota_spreads_a_large_notice_over_days_with_a_warning(world: World) -> None:

@@ -14,8 +14,11 @@ Exactly one card per guardian, even when a worker is killed at any point:
 
 The family's daily cap counts cards that go out: a slot is taken before the send (so two batches
 at once cannot both take the last one) and given back when WeChat's answer says the card was not
-sent (-1, 45011, 45009, 43004, a refusal). A resend of a card maybe sent took its slot on the
-first try and takes none again.
+sent (-1, 45011, 45009, 43004, a refusal). A slot is the card's own (notice and round, in a set per
+family and day), so taking it is idempotent and a crash anywhere between the steps neither counts
+a card twice (a batch redone after a kill before its records were marked) nor lets one out
+uncounted (a resend after a kill that gave its slot back): a resend of a card maybe sent takes its
+slot again, past the cap if need be (it may have reached the family already), and no other.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from bot.notices.model import (
 )
 from bot.notices.service import NoticeService
 from bot.store import keys
-from bot.store.redis import Redis
+from bot.store.redis import Redis, run_script_many
 from bot.wechat.client import WeChatAPI
 from bot.wechat.errors import (
     BusyError,
@@ -75,6 +78,17 @@ end
 return #due
 """
 
+# Take a family's slot for one card today. KEYS: the family's cards of the day.
+# ARGV: card, cap, ttl, force ("1": a resend of a card maybe sent, which keeps its slot past the cap).
+# Returns 1 when the card has its slot (now or already), 0 when the family is at its cap.
+_CHARGE = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if ARGV[4] ~= '1' and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 REMINDER_ELIGIBLE = ("s", "d", "o")  # sent, delivered, opened: not confirmed, not failed
 NOT_SENT = (QUEUED, UNREACHABLE, FAILED)  # outcomes WeChat answered without sending (to retry, or never)
 
@@ -103,6 +117,7 @@ class CardSender:
         self.pacer = Pacer(redis, d.pace_per_second, d.pace_burst)
         self.sends = asyncio.Semaphore(config.worker.concurrency)
         self._release = redis.register_script(_RELEASE)
+        self._charge = redis.register_script(_CHARGE)
         self.keymap = dict(item.split("=", 1) for item in config.notices.template_keys)
 
     # -- holding --------------------------------------------------------------------------------
@@ -138,11 +153,12 @@ class CardSender:
             return
 
         todo, first_try = await self._eligible(nid, openids, round_, now)
+        card = f"{nid}:{round_}"
         charged: set[str] = set()
         if not urgent and todo and d.family_daily_cap > 0:
-            kept, over = await self._apply_cap([o for o in todo if o not in first_try], day, d.family_daily_cap)
+            kept, over = await self._apply_cap(todo, first_try, card, day, d.family_daily_cap)
             charged = set(kept)
-            todo = [o for o in todo if o in first_try or o in charged]
+            todo = kept
             tomorrow = clock.next_at(clock.next_midnight(now), d.quiet_end)
             await self.hold(fields, over, tomorrow)
         if not todo:
@@ -163,7 +179,9 @@ class CardSender:
             i += granted
         outcomes = list(await asyncio.gather(*pending))
         # before the retries are held (in _record), so a retry finds its family's slot free again
-        await self._uncharge(day, [o.openid for o in outcomes if o.openid in charged and o.status in NOT_SENT])
+        # (a resend keeps its slot whatever it is answered: the first try may have reached the family)
+        not_sent = [o.openid for o in outcomes if o.status in NOT_SENT and o.openid in charged - first_try.keys()]
+        await self._uncharge(card, day, not_sent)
         # A resend answered with an error we retry (-1, 45011, 45009…) tells nothing about the
         # first try, which may have reached the parent: it stays "sending", with its first time.
         outcomes = [replace(o, status="") if o.openid in first_try and o.status == QUEUED else o for o in outcomes]
@@ -213,28 +231,24 @@ class CardSender:
                 await self.r.hset(keys.notice_reminders(nid), mapping={o: f"{round_}|x|{int(now)}" for o in uncertain})
         return todo, first_try
 
-    async def _apply_cap(self, openids: list[str], day: str, cap: int) -> tuple[list[str], list[str]]:
-        async with self.r.pipeline(transaction=False) as pipe:
-            for o in openids:
-                pipe.incr(keys.family_cap(o, day))
-                pipe.expire(keys.family_cap(o, day), 2 * 86400)
-            counts = (await pipe.execute())[::2]
-        keep = [o for o, c in zip(openids, counts, strict=True) if int(c) <= cap]
-        over = [o for o, c in zip(openids, counts, strict=True) if int(c) > cap]
-        if over:
-            async with self.r.pipeline(transaction=False) as pipe:
-                for o in over:
-                    pipe.decr(keys.family_cap(o, day))
-                await pipe.execute()
+    async def _apply_cap(
+        self, openids: list[str], first_try: Mapping[str, int], card: str, day: str, cap: int
+    ) -> tuple[list[str], list[str]]:
+        """Take each family's slot for ``card``: those within their cap (or resending), and the rest."""
+        ttl = 2 * 86400
+        calls = [([keys.family_cap(o, day)], [card, cap, ttl, "1" if o in first_try else "0"]) for o in openids]
+        got = await run_script_many(self.r, self._charge, calls)
+        keep = [o for o, ok in zip(openids, got, strict=True) if int(ok)]
+        over = [o for o, ok in zip(openids, got, strict=True) if not int(ok)]
         return keep, over
 
-    async def _uncharge(self, day: str, openids: list[str]) -> None:
-        """Give back the cap slots of cards WeChat did not send: only a card that goes out counts."""
+    async def _uncharge(self, card: str, day: str, openids: list[str]) -> None:
+        """Give back the slots of cards WeChat did not send: only a card that goes out counts."""
         if not openids:
             return
         async with self.r.pipeline(transaction=False) as pipe:
             for o in openids:
-                pipe.decr(keys.family_cap(o, day))
+                pipe.srem(keys.family_cap(o, day), card)
             await pipe.execute()
 
     async def _mark(

@@ -201,8 +201,8 @@ def quota_exhausted(day: str) -> str:
 
 
 def family_cap(openid: str, day: str) -> str:
-    """Counter: non-urgent cards sent to this family on ``day``."""
-    return f"{user_tag(openid)}:cap:{day}"
+    """Set: the non-urgent cards (``notice:round``) that went out to this family on ``day``."""
+    return f"{user_tag(openid)}:cards:{day}"
 
 
 OUTBOX_GROUP = "workers"
