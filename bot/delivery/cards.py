@@ -180,8 +180,8 @@ class CardSender:
         outcomes = list(await asyncio.gather(*pending))
         # before the retries are held (in _record), so a retry finds its family's slot free again
         # (a resend keeps its slot whatever it is answered: the first try may have reached the family)
-        not_sent = [o.openid for o in outcomes if o.status in NOT_SENT and o.openid in charged - first_try.keys()]
-        await self._uncharge(card, day, not_sent)
+        new_slots = charged.difference(first_try)
+        await self._uncharge(card, day, [o.openid for o in outcomes if o.openid in new_slots and o.status in NOT_SENT])
         # A resend answered with an error we retry (-1, 45011, 45009…) tells nothing about the
         # first try, which may have reached the parent: it stays "sending", with its first time.
         outcomes = [replace(o, status="") if o.openid in first_try and o.status == QUEUED else o for o in outcomes]
