@@ -228,6 +228,49 @@ async def test_two_messages_of_one_user_are_handled_one_after_the_other(
     assert '"n":4' in (await redis.get(keys.chat_state(OPENID)) or "")
 
 
+async def test_a_retry_after_the_answer_leaves_no_lock_and_runs_nothing(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
+    calls: list[str] = []
+    client = await start_bot(aiohttp_client, config, redis, counting_router(calls))
+    xml = follower.text_message(ACCOUNT, OPENID, "计数", msg_id=555)
+    first = await post(client, config, xml)
+    retry = await post(client, config, xml)  # the lock is free: the retry takes it and gives it back
+    assert reply_text(config, first[1]) == reply_text(config, retry[1]) == "第1次" and calls == [OPENID]
+    assert await redis.exists(keys.chat_lock(OPENID)) == 0
+    after = await post(client, config, follower.text_message(ACCOUNT, OPENID, "计数"))
+    assert reply_text(config, after[1]) == "第2次"
+
+
+async def test_a_handler_that_outlived_its_lock_does_not_free_the_next_holders(
+    aiohttp_client: ClientFactory, config: Config, redis: Redis
+) -> None:
+    config.chat.lock_ttl = 0.3
+    release = asyncio.Event()
+    r = Router(name="test.outlived")
+
+    @r.handler(Command("慢"))
+    async def slow() -> str:
+        await asyncio.sleep(0.5)  # past the lock's TTL: the next message takes the lock meanwhile
+        return "慢好了"
+
+    @r.handler(Command("等"))
+    async def waits() -> str:
+        await release.wait()
+        return "等好了"
+
+    client = await start_bot(aiohttp_client, config, redis, r)
+    first = asyncio.ensure_future(post(client, config, follower.text_message(ACCOUNT, OPENID, "慢")))
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(post(client, config, follower.text_message(ACCOUNT, OPENID, "等")))
+    assert reply_text(config, (await first)[1]) == "慢好了"
+    holder = await redis.get(keys.chat_lock(OPENID))
+    assert holder  # the second message's: the first's END checked whose lock it was before freeing it
+    release.set()
+    assert reply_text(config, (await second)[1]) == "等好了"
+    assert await redis.exists(keys.chat_lock(OPENID)) == 0
+
+
 # -- the reply budget ----------------------------------------------------------------------------
 async def test_a_handler_over_budget_answers_success_then_sends_by_customer_service(
     aiohttp_client: ClientFactory, config: Config, redis: Redis

@@ -71,12 +71,35 @@ class _Unwatched:
         self.retry = retry  # the EVAL command, packed only if needed (a script source is long)
 
 
+class _Group:
+    """In place of a future for several commands sent together (one entry per command in the queue):
+    their replies gathered, then one result, the list, or the first error once all have come."""
+
+    __slots__ = ("future", "replies", "size")
+
+    def __init__(self, future: asyncio.Future[list[Any]], size: int) -> None:
+        self.future = future
+        self.replies: list[Any] = []
+        self.size = size
+
+    def add(self, reply: Any) -> None:
+        replies = self.replies
+        replies.append(reply)
+        if len(replies) < self.size or self.future.done():  # (done: its caller gave up)
+            return
+        for r in replies:
+            if isinstance(r, exceptions.ResponseError):
+                self.future.set_exception(r)
+                return
+        self.future.set_result(replies)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.WriteTransport | None = None
         self.reader = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
-        self.waiting: deque[asyncio.Future[Any] | _Unwatched] = deque()
+        self.waiting: deque[asyncio.Future[Any] | _Unwatched | _Group] = deque()
         self.out: list[bytes] = []
         self.lost: Exception | None = None
 
@@ -91,6 +114,18 @@ class _Protocol(asyncio.Protocol):
         self.out.append(packed)
         future: asyncio.Future[Any] = self.loop.create_future()
         self.waiting.append(future)
+        return future
+
+    def send_group(self, packed: list[bytes]) -> asyncio.Future[list[Any]]:
+        """Several commands in one go; one future for the list of their replies."""
+        if self.lost is not None:
+            raise exceptions.ConnectionError(f"redis connection lost: {self.lost}")
+        if not self.out:
+            self.loop.call_soon(self._flush)
+        self.out.extend(packed)
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        group = _Group(future, len(packed))
+        self.waiting.extend([group] * len(packed))
         return future
 
     def send_unwatched(self, packed: bytes, retry: tuple[Any, ...] | None) -> None:
@@ -118,6 +153,9 @@ class _Protocol(asyncio.Protocol):
                 self._fail(exceptions.ConnectionError("redis sent a reply nobody asked for"))
                 return
             future = self.waiting.popleft()
+            if type(future) is _Group:
+                future.add(reply)
+                continue
             if type(future) is _Unwatched:
                 if isinstance(reply, exceptions.ResponseError):
                     if isinstance(reply, exceptions.NoScriptError) and future.retry is not None:
@@ -143,6 +181,9 @@ class _Protocol(asyncio.Protocol):
             future = self.waiting.popleft()
             if isinstance(future, _Unwatched):
                 unwatched += 1
+            elif isinstance(future, _Group):
+                if not future.future.done():
+                    future.future.set_exception(error)
             elif not future.done():
                 future.set_exception(error)
         if unwatched:
@@ -213,7 +254,7 @@ class Autopipeline:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        return list(await asyncio.gather(*(protocol.send(_pack(c)) for c in commands)))
+        return await protocol.send_group([_pack(c) for c in commands])
 
     async def run(self, script: Script, keys: list[str], args: list[Arg]) -> Any:
         """EVALSHA; when Redis does not know the script (a restart, SCRIPT FLUSH), EVAL it once."""
@@ -235,6 +276,17 @@ class Autopipeline:
         protocol.send_unwatched(
             _pack(("EVALSHA", script.sha, len(keys), *keys, *args)), ("EVAL", script.source, len(keys), *keys, *args)
         )
+        return True
+
+    def send_many(self, *commands: tuple[Arg, ...]) -> bool:
+        """Send commands now without waiting for their replies (False: not connected, nothing sent).
+
+        They run in Redis before any command this process sends later; a failure is logged."""
+        protocol = self._protocol
+        if not self.pipelined or protocol is None or protocol.lost is not None:
+            return False
+        for c in commands:
+            protocol.send_unwatched(_pack(c), None)
         return True
 
     async def _connect(self) -> _Protocol:
