@@ -149,3 +149,33 @@ async def test_wrk_gives_every_quantile_up_to_its_slowest_answer(aiohttp_server:
     assert result.requests > 0 and len(q) == len(QUANTILES)
     assert all(a <= b for a, b in itertools.pairwise(q)) and q[0] > 0
     assert q[-1] == result.max_ms
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+async def test_cpu_is_read_over_the_middle_of_a_turn(aiohttp_server: Any, tmp_path: Path) -> None:
+    """The CPU accounting window (``_steady``) finds the running generator and reads each party's
+    cores while it runs; once the generator has gone there is nothing to read (the caller falls back)."""
+    from aiohttp import web
+
+    from bot.bench.load import run_wrk, write_requests
+    from bot.bench.webhook import _generator_pids, _steady
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="success")
+
+    app = web.Application()
+    app.router.add_post("/wechat", answer)
+    server = await aiohttp_server(app)  # in this process: it is the "server" whose CPU is read
+    requests = tmp_path / "requests.txt"
+    write_requests([(f"/wechat?n={i}", b"<xml/>") for i in range(50_000)], requests)
+    me = os.getpid()
+    window = asyncio.ensure_future(_steady([me], me, lead=0.6, span=0.8))
+    result, _ = await asyncio.to_thread(run_wrk, f"http://127.0.0.1:{server.port}", requests, connections=4, seconds=2)
+    cores = await window
+    assert result.requests > 0 and cores is not None
+    server_cores, _redis, generator, other = cores
+    assert server_cores > 0.05 and generator > 0.01 and other >= 0  # both were busy in the window
+    assert server_cores + generator <= (os.cpu_count() or 1) + 0.1
+    assert _generator_pids() == []  # wrk has exited
+    assert await _steady([me], me, lead=0, span=0.1) is None

@@ -18,7 +18,9 @@ alike, and every system gets the same messages in each round (the full pipeline 
 The system measured runs alone on CPU 0, Redis and the load generator on the other CPUs (``--no-pin``
 to let the kernel place them): each system gets one core, and ``*_us_per_request`` (its CPU time
 per answer) reads the same whatever else ran. ``cpu_other_programs`` says how busy the machine was
-with programs other than these: on a shared machine, a run with it above ~0.1 core is noise.
+with programs other than these: on a shared machine, a run with it above ~0.1 core is noise. The CPU
+figures (``*_cpu_*``, in cores) are read over the middle of each turn, while the load runs steadily:
+not what the generator spends reading its requests before its clock starts.
 
 Then, for ``full`` only:
 
@@ -186,22 +188,71 @@ def _load(
 
 async def _turn(tally: Tally, generator: str, path: Path, redis: int, *, seconds: float, connections: int,
                 rate: float = 0.0, warmup: float = 0.0) -> LoadResult:  # fmt: skip
-    """One measured turn of one system; its CPU accounting added to the tally."""
+    """One measured turn of one system; its CPU accounting added to the tally.
+
+    The CPU each party used is read over the middle of the turn (:func:`_steady`), scaled to the
+    turn: what the load generator spends before its clock starts (reading its request file) or a
+    warm-up would otherwise be counted as if it had taken CPU from the server meanwhile."""
     before = cpu_seconds(tally.pids), cpu_seconds([redis]), _children_cpu(), _busy_seconds()
-    load, _ = await asyncio.to_thread(
-        _load, generator, tally.url, path, seconds=seconds, connections=connections, rate=rate, warmup=warmup
-    )
+    steady = asyncio.ensure_future(_steady(tally.pids, redis, lead=warmup + _STEADY_FROM * seconds,
+                                           span=(_STEADY_TO - _STEADY_FROM) * seconds))  # fmt: skip
+    try:
+        load, _ = await asyncio.to_thread(
+            _load, generator, tally.url, path, seconds=seconds, connections=connections, rate=rate, warmup=warmup
+        )
+    finally:
+        window = await steady
     after = cpu_seconds(tally.pids), cpu_seconds([redis]), _children_cpu(), _busy_seconds()
-    server, redis_cpu, gen = after[0] - before[0], after[1] - before[1], after[2] - before[2]
-    # (the generator's CPU includes reading its request file and any warm-up: an upper bound)
-    share = load.seconds / max(load.seconds + warmup, 1e-9)
-    tally.cpu_server += server * share
-    tally.cpu_redis += redis_cpu * share
-    tally.cpu_generator += gen * share
-    tally.cpu_other += max(0.0, (after[3] - before[3]) - server - redis_cpu - gen) * share
+    if window is not None:  # cores each party used in the window, times the turn's length
+        server, redis_cpu, gen, other = (x * load.seconds for x in window)
+    else:  # (the generator ended early, or no /proc: the whole run, an upper bound for the generator)
+        share = load.seconds / max(load.seconds + warmup, 1e-9)
+        server, redis_cpu, gen = after[0] - before[0], after[1] - before[1], after[2] - before[2]
+        other = max(0.0, (after[3] - before[3]) - server - redis_cpu - gen)
+        server, redis_cpu, gen, other = server * share, redis_cpu * share, gen * share, other * share
+    tally.cpu_server += server
+    tally.cpu_redis += redis_cpu
+    tally.cpu_generator += gen
+    tally.cpu_other += other
     tally.seconds += load.seconds
     tally.turns.append(load)
     return load
+
+
+# The window of a turn its CPU accounting is read over: from a quarter in to a tenth before its end.
+_STEADY_FROM, _STEADY_TO = 0.25, 0.9
+
+
+def _generator_pids() -> list[int]:
+    """The load generator now running: this process's child running wrk or ``bot.bench.load``."""
+    import os
+
+    out = []
+    for pid in children(os.getpid()):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+            if Path(argv[0].decode(errors="replace")).name == "wrk" or b"bot.bench.load" in argv:
+                out.append(pid)
+    return out
+
+
+async def _steady(pids: list[int], redis: int, *, lead: float, span: float) -> tuple[float, ...] | None:
+    """Cores the server, Redis, the load generator and everything else used from ``lead`` seconds
+    after the turn began, for ``span`` seconds; None if the generator was not seen running throughout."""
+    await asyncio.sleep(lead)
+    gen = _generator_pids()
+    if not gen:
+        return None
+    start = time.monotonic(), cpu_seconds(pids), cpu_seconds([redis]), cpu_seconds(gen), _busy_seconds()
+    await asyncio.sleep(span)
+    if _generator_pids() != gen:
+        return None
+    end = time.monotonic(), cpu_seconds(pids), cpu_seconds([redis]), cpu_seconds(gen), _busy_seconds()
+    wall = end[0] - start[0]
+    if wall <= 0:
+        return None
+    server, redis_cpu, load, busy = ((end[i] - start[i]) / wall for i in range(1, 5))
+    return server, redis_cpu, load, max(0.0, busy - server - redis_cpu - load)
 
 
 class Messages:
