@@ -200,8 +200,10 @@ async def _turn(tally: Tally, generator: str, path: Path, redis: int, *, seconds
         load, _ = await asyncio.to_thread(
             _load, generator, tally.url, path, seconds=seconds, connections=connections, rate=rate, warmup=warmup
         )
-    finally:
-        window = await steady
+    except BaseException:
+        steady.cancel()  # the load failed: its error now, not after the window's sleep
+        raise
+    window = await steady
     after = cpu_seconds(tally.pids), cpu_seconds([redis]), _children_cpu(), _busy_seconds()
     if window is not None:  # cores each party used in the window, times the turn's length
         server, redis_cpu, gen, other = (x * load.seconds for x in window)
