@@ -179,3 +179,33 @@ async def test_cpu_is_read_over_the_middle_of_a_turn(aiohttp_server: Any, tmp_pa
     assert server_cores + generator <= (os.cpu_count() or 1) + 0.1
     assert _generator_pids() == []  # wrk has exited
     assert await _steady([me], me, lead=0, span=0.1) is None
+
+
+def test_a_second_system_on_the_same_redis_gets_the_same_messages_as_new_ones(tmp_path: Path) -> None:
+    """``full`` and ``full_2w`` share Redis: a round's copy for the second (``again``) has the same
+    senders and words under MsgIds of its own, else it would be answering retries from the dedupe record."""
+    import base64
+    from xml.etree import ElementTree
+
+    from bot.bench.load import read_requests
+    from bot.bench.procs import bench_config
+    from bot.bench.webhook import Messages
+    from bot.wechat.aes import MessageCipher
+
+    cfg = bench_config("unix:///nowhere", 1)
+    cipher = MessageCipher(base64.b64decode(cfg.wechat.aes_key + "="), cfg.wechat.app_id)
+    messages = Messages(cfg, tmp_path, senders=30)
+
+    def opened(path: Path) -> list[tuple[str, str, str]]:
+        out = []
+        for _target, body in read_requests(path):
+            xml = ElementTree.fromstring(cipher.decrypt(ElementTree.fromstring(body).findtext("Encrypt", "")))
+            sender, words, msg_id = (xml.findtext(k, "") for k in ("FromUserName", "Content", "MsgId"))
+            out.append((sender, words, msg_id))
+        return out
+
+    first, copy, other = (opened(messages.chunk(40, again=a)) for a in (False, True, False))
+    assert [m[:2] for m in copy] == [m[:2] for m in first]  # the same parents, the same words
+    ids = [m[2] for m in first + copy + other]
+    assert len(set(ids)) == len(ids) == 120  # but every MsgId new
+    assert [m[1] for m in other] != [m[1] for m in first]  # the next round: other words

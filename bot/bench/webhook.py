@@ -87,6 +87,7 @@ if TYPE_CHECKING:
 
 SENDERS = 20_000
 SYSTEMS = ("werobot", "echo", "full")
+_STATEFUL = ("full", "full_2w")  # the systems keeping their dedupe records (and state) in the one Redis
 
 
 def _options(p: argparse.ArgumentParser) -> None:
@@ -266,13 +267,19 @@ class Messages:
         self.senders = openids(senders)
         self.next_id = 10**16 + 7_000_000
         self.files = 0
+        self.seed = 0
 
-    def chunk(self, count: int) -> Path:
-        """The next ``count`` requests (new MsgIds, fresh timestamps) in a file of their own."""
+    def chunk(self, count: int, *, again: bool = False) -> Path:
+        """The next ``count`` requests (new MsgIds, fresh timestamps) in a file of their own.
+
+        ``again``: the same senders writing the same words as in the last chunk, under new MsgIds: the
+        same messages for a second system that keeps state in the same Redis, new to it (the first one's
+        copies would be retries to it, answered from the dedupe record: less work)."""
         self.files += 1
+        self.seed += 0 if again else 1
         path = self.folder / f"requests-{self.files}.txt"
         progress(f"  building {count:,} signed, encrypted requests …")
-        requests = text_requests(self.cfg.wechat, count, senders=self.senders, seed=self.files,
+        requests = text_requests(self.cfg.wechat, count, senders=self.senders, seed=self.seed,
                                  first_msg_id=self.next_id)  # fmt: skip
         write_requests(requests, path)
         self.next_id += count
@@ -369,9 +376,18 @@ async def _in_turns(args: argparse.Namespace, generator: str, tallies: list[Tall
     rounds = max(1, args.rounds)
     slice_seconds = args.seconds / rounds
     for k in range(rounds):
-        chunk = messages.chunk(int(max(estimate, 3000) * slice_seconds * 1.5) + 1000)
+        count = int(max(estimate, 3000) * slice_seconds * 1.5) + 1000
+        chunk = messages.chunk(count)
+        files: dict[str, Path] = {}
+        taken = False
+        for t in tallies:
+            if t.name in _STATEFUL and taken:  # ``full_2w`` after ``full``: one Redis, so MsgIds of its own
+                files[t.name] = messages.chunk(count, again=True)
+            else:
+                files[t.name] = chunk
+                taken = taken or t.name in _STATEFUL
         for t in tallies[k % len(tallies) :] + tallies[: k % len(tallies)]:
-            load = await _turn(t, generator, chunk, redis, seconds=slice_seconds, connections=args.connections)
+            load = await _turn(t, generator, files[t.name], redis, seconds=slice_seconds, connections=args.connections)
             progress(f"{t.name}: {load.rps:,.0f} req/s, p99 {load.p99_ms:.1f} ms (turn {k + 1}/{rounds})")
 
 
