@@ -14,7 +14,8 @@ at 32 connections, after a warm-up on other messages.
 
 The systems are measured in turns (``--rounds``, default 6, of ``--seconds / rounds`` each, their
 order rotating), all running meanwhile: whatever else the machine is doing falls on each of them
-alike, and every system gets the same messages in each round (the full pipeline sees each once).
+alike, and every system gets the same messages in each round (the full pipeline sees each once;
+``--workers 2``, sharing its Redis, gets them under MsgIds of its own, else they would be retries).
 The system measured runs alone on CPU 0, Redis and the load generator on the other CPUs (``--no-pin``
 to let the kernel place them): each system gets one core, and ``*_us_per_request`` (its CPU time
 per answer) reads the same whatever else ran. ``cpu_other_programs`` says how busy the machine was
