@@ -69,10 +69,12 @@ bench: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot tests
+	$(BIN)/ruff format --check bot tests
 	$(BIN)/mypy bot
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix bot tests
+	$(BIN)/ruff format bot tests
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -323,7 +323,7 @@ def _cmd_render(cfg: Config, args: argparse.Namespace) -> int:
 def _giving_way_lines(
     runner: CampaignRunner, campaign: Campaign, ways: dict[str, tuple[str, ...]], day: date, *, school: str = ""
 ) -> list[str]:
-    """"on 2026-09-30 drowning gives way to holiday-safety (…) for 2 school(s): …", one line per set of campaigns."""
+    """One line per set of campaigns: "on 2026-09-30 drowning gives way to holiday-safety (…) for 2 school(s): …"."""
     by_others: dict[tuple[str, ...], list[str]] = {}
     for school_id, others in sorted(ways.items()):
         by_others.setdefault(others, []).append(school_id)

@@ -109,9 +109,7 @@ def render_reply(value: ReplyValue, message: BaseMessage) -> str:
         return ""
     if isinstance(value, str):
         raw = message._data  # the parsed fields: what message.target / .source give, without copying
-        return _TEXT_REPLY.format(
-            escape_cdata(value), raw.get("ToUserName"), raw.get("FromUserName"), int(time.time())
-        )
+        return _TEXT_REPLY.format(escape_cdata(value), raw.get("ToUserName"), raw.get("FromUserName"), int(time.time()))
     if isinstance(value, EmptyReply):
         return ""
     if isinstance(value, BaseReply):

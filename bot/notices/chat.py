@@ -208,9 +208,7 @@ async def compose_body(update: Update, state: ChatState, texts: Texts) -> str:
 
 
 @router.handler(State("n:mode"), Pattern(r"[123]"))
-async def compose_mode(
-    text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore
-) -> str:
+async def compose_mode(text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore) -> str:
     mode = {"1": "none", "2": "confirm", "3": "understand"}[text]
     state.update(mode=mode)
     if mode == "understand":
@@ -237,9 +235,7 @@ async def compose_options(text: str, state: ChatState, texts: Texts) -> str:
 
 
 @router.handler(State("n:answer"), Pattern(r"\d"))
-async def compose_answer(
-    text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore
-) -> str:
+async def compose_answer(text: str, state: ChatState, texts: Texts, notices: NoticeService, store: RosterStore) -> str:
     options = state.get("options", [])
     n = int(text)
     if not 1 <= n <= len(options):

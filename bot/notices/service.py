@@ -436,7 +436,6 @@ class NoticeService:
             rest -= take
         return days
 
-
     async def resume_stale_plans(self, *, now: float | None = None, lookback: float = 86400) -> int:
         """Finish plans a crash cut off (run by the scheduler); returns how many were resumed."""
         now = clock.now() if now is None else now

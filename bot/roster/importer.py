@@ -182,7 +182,7 @@ def _csv_rows(data: bytes, name: str) -> Iterator[list[str]]:
     text = _decode(data, name)
     # The delimiter is the one the header uses; title lines above it may have none, so look at the
     # first lines that have any and take the most common.
-    head = [line for line in text.splitlines()[:HEADER_SEARCH_ROWS + 1] if any(d in line for d in ",\t;")]
+    head = [line for line in text.splitlines()[: HEADER_SEARCH_ROWS + 1] if any(d in line for d in ",\t;")]
     delimiter = max((",", "\t", ";"), key=lambda d: max((line.count(d) for line in head), default=0))
     try:
         yield from csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)

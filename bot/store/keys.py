@@ -99,8 +99,6 @@ def teacher_invite(code: str) -> str:
     return f"{PREFIX}:tinvite:{code}"
 
 
-
-
 # -- per WeChat app: the shared access_token ------------------------------------------------
 def wx_tag(app_id: str) -> str:
     return f"{PREFIX}:{{wx:{app_id}}}"

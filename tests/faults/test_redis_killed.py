@@ -115,6 +115,7 @@ async def test_every_confirmation_answered_before_redis_was_killed_is_there_afte
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             senders = [asyncio.create_task(parent_sender(http)) for _ in range(SENDERS)]
             try:
+
                 async def enough() -> bool:
                     return len(answered) >= KILL_AFTER
 

@@ -72,6 +72,7 @@ async def test_a_worker_killed_every_second_during_a_fan_out_sends_exactly_one_c
                     kill9(worker)
                     kills += 1
                     worker = bot_process(cfg, "worker", log=log)
+
                 # the last one finishes the notice (and is stopped gracefully)
                 async def finished() -> bool:
                     return not (await unfinished(redis, notice.id) or await redis.xlen(keys.outbox()))

@@ -155,4 +155,3 @@ def test_normalize_answer_reads_a_decorated_letter(
     shown = chr(ord(shown) + 0xFEE0) if wide else shown
     # as the lessons' chat reads it: the message's text is normalized first (that strips ~ and ～)
     assert normalize_answer(normalize_text(pad + prefix + shown + end + tilde)) == letter
-

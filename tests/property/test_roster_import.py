@@ -83,11 +83,18 @@ def csv_bytes(rows: list[list[str]], encoding: str, delimiter: str) -> bytes:
 header_rows = st.lists(st.sampled_from([a for names in HEADERS.values() for a in names]) | cell, max_size=8)
 any_file = st.one_of(
     st.binary(max_size=4000),
-    st.builds(lambda h, rows, enc, d: csv_bytes([h, *rows], enc, d), header_rows,
-              st.lists(st.lists(cell, max_size=8), max_size=20), st.sampled_from(["utf-8", "utf-8-sig", "gb18030"]),
-              st.sampled_from([",", "\t", ";"])),
-    st.builds(lambda prefix, rest: prefix + rest, st.sampled_from([b"PK\x03\x04", b"\xd0\xcf\x11\xe0", *UTF16_BOMS,
-              b"\xef\xbb\xbf"]), st.binary(max_size=2000)),
+    st.builds(
+        lambda h, rows, enc, d: csv_bytes([h, *rows], enc, d),
+        header_rows,
+        st.lists(st.lists(cell, max_size=8), max_size=20),
+        st.sampled_from(["utf-8", "utf-8-sig", "gb18030"]),
+        st.sampled_from([",", "\t", ";"]),
+    ),
+    st.builds(
+        lambda prefix, rest: prefix + rest,
+        st.sampled_from([b"PK\x03\x04", b"\xd0\xcf\x11\xe0", *UTF16_BOMS, b"\xef\xbb\xbf"]),
+        st.binary(max_size=2000),
+    ),
 )
 
 
